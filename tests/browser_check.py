@@ -1,0 +1,261 @@
+"""Open the built book in headless Chromium, offline, and check that pages render what they promise.
+
+Serves ``_build/html`` on a localhost port, loads each page with every other host unreachable, and checks
+the DOM after scripts ran (``--dump-dom``): the landing page has its title and chapter map; notebook pages
+show the provenance banner, plots, rendered ipywidgets and exercises. Saves a full-page screenshot of each
+page to ``_build/screenshots/``. Not a pytest module: run ``python tests/browser_check.py`` after a build.
+
+    python tests/browser_check.py                                   # the default pages and checks
+    python tests/browser_check.py --pages intro.html chapters/02_x/y.html=banner,plot,widget
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import http.server
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+from html.parser import HTMLParser
+from pathlib import Path
+
+TITLE = "LLMs: Fine-tuning & Optimisation"
+DEFAULT_PAGES = {
+    "intro.html": ["title", "chapter-map"],
+    "chapters/00_first_look/first_look.html": ["banner", "plot", "widget", "exercise"],
+}
+OTHER_PAGE_CHECKS = ["banner", "widgets-if-any"]  # for --pages entries without "=checks"
+CHROMIUM_FLAGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+    "--no-first-run", "--disable-sync", "--disable-quic", "--hide-scrollbars",
+    # No network: every host except the local server fails to resolve, so a CDN fetch cannot succeed.
+    "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
+]
+WIDGET_VIEW_MIME = "application/vnd.jupyter.widget-view+json"  # myst-nb's placeholder for each widget output
+VOID_TAGS = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
+
+
+class Element:
+    """A DOM element: enough of one for the checks below."""
+
+    def __init__(self, tag: str, attrs: dict, parent: Element | None):
+        self.tag, self.attrs, self.parent, self.children, self.text = tag, attrs, parent, [], ""
+
+    @property
+    def classes(self) -> set[str]:
+        return set((self.attrs.get("class") or "").split())
+
+    def iter(self):
+        yield self
+        for child in self.children:
+            yield from child.iter()
+
+    def find_all(self, pred) -> list[Element]:
+        return [e for e in self.iter() if pred(e)]
+
+    def ancestors(self):
+        node = self.parent
+        while node is not None:
+            yield node
+            node = node.parent
+
+    def all_text(self) -> str:
+        return self.text + "".join(c.all_text() for c in self.children)
+
+
+class TreeBuilder(HTMLParser):
+    """Parse serialized HTML (Chromium's ``--dump-dom``) into :class:`Element` nodes."""
+
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.root = self.node = Element("#document", {}, None)
+
+    def handle_starttag(self, tag, attrs):
+        element = Element(tag, dict(attrs), self.node)
+        self.node.children.append(element)
+        if tag not in VOID_TAGS:
+            self.node = element
+
+    def handle_endtag(self, tag):
+        for node in [self.node, *self.node.ancestors()]:  # close up to the matching open tag, if any
+            if node.tag == tag:
+                self.node = node.parent or self.root
+                return
+
+    def handle_data(self, data):
+        self.node.text += data
+
+
+def parse(html: str) -> Element:
+    builder = TreeBuilder()
+    builder.feed(html)
+    return builder.root
+
+
+# --- checks: each takes the page's DOM and returns (passed, what was found) ---------------------------------------
+
+def check_title(dom: Element) -> tuple[bool, str]:
+    h1 = [e.all_text().strip() for e in dom.find_all(lambda e: e.tag == "h1")]
+    return any(TITLE in t for t in h1), f"h1 headings: {h1[:3]}"
+
+
+def check_chapter_map(dom: Element) -> tuple[bool, str]:
+    tables = [t for t in dom.find_all(lambda e: e.tag == "table")
+              if any("first_look.html" in (a.attrs.get("href") or "") for a in t.find_all(lambda e: e.tag == "a"))]
+    rows = sum(len(t.find_all(lambda e: e.tag == "tr")) for t in tables)
+    return bool(tables), f"{len(tables)} table(s) linking to the first chapter, {rows} rows"
+
+
+def check_banner(dom: Element) -> tuple[bool, str]:
+    banners = dom.find_all(lambda e: "lab-provenance" in e.classes)
+    return bool(banners), repr(banners[0].all_text().strip()) if banners else "no .lab-provenance element"
+
+
+def _in_output(e: Element) -> bool:
+    return any("cell_output" in a.classes or "output" in a.classes for a in e.ancestors())
+
+
+def check_plot(dom: Element) -> tuple[bool, str]:
+    imgs = dom.find_all(lambda e: e.tag == "img" and _in_output(e)
+                        and ((src := e.attrs.get("src") or "").startswith("data:image") or ".png" in src))
+    return bool(imgs), f"{len(imgs)} image(s) in cell outputs"
+
+
+def _widget_counts(dom: Element) -> tuple[int, int]:
+    views = dom.find_all(lambda e: e.tag == "script" and e.attrs.get("type") == WIDGET_VIEW_MIME)
+    rendered = dom.find_all(lambda e: e.classes & {"jupyter-widgets", "widget-tab", "lm-Widget"}
+                            and not any(a.classes & {"jupyter-widgets", "lm-Widget"} for a in e.ancestors()))
+    return len(views), len(rendered)
+
+
+def check_widget(dom: Element) -> tuple[bool, str]:
+    views, rendered = _widget_counts(dom)
+    return rendered >= max(views, 1), f"{views} widget view(s) in the page, {rendered} rendered"
+
+
+def check_widgets_if_any(dom: Element) -> tuple[bool, str]:
+    views, rendered = _widget_counts(dom)
+    return rendered >= views, f"{views} widget view(s) in the page, {rendered} rendered"
+
+
+def check_exercise(dom: Element) -> tuple[bool, str]:
+    exercises = dom.find_all(lambda e: {"exercise", "admonition"} <= e.classes)
+    solutions = dom.find_all(lambda e: "solution" in e.classes and "admonition" in e.classes)
+    return bool(exercises), f"{len(exercises)} exercise(s), {len(solutions)} solution(s)"
+
+
+CHECKS = {"title": check_title, "chapter-map": check_chapter_map, "banner": check_banner, "plot": check_plot,
+          "widget": check_widget, "widgets-if-any": check_widgets_if_any, "exercise": check_exercise}
+
+
+# --- serving and browsing ------------------------------------------------------------------------------------------
+
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    missing: list[str] = []
+
+    def log_message(self, *args):  # keep the check's output readable
+        pass
+
+    def send_error(self, code, message=None, explain=None):
+        if code == 404 and not self.path.endswith("favicon.ico"):
+            QuietHandler.missing.append(self.path)
+        super().send_error(code, message, explain)
+
+
+def find_chromium(explicit: str | None) -> str:
+    for candidate in (explicit, os.environ.get("CHROMIUM"), "/usr/bin/chromium", "chromium", "chromium-browser",
+                      "google-chrome"):
+        if candidate and (path := shutil.which(candidate)):
+            return path
+    sys.exit("browser_check: no Chromium found; install it (Debian/Ubuntu: apt-get install -y chromium) "
+             "or pass --chromium PATH")
+
+
+def run_chromium(chromium: str, url: str, extra: list[str], budget_ms: int) -> subprocess.CompletedProcess:
+    with tempfile.TemporaryDirectory(prefix="browser_check_") as profile:
+        cmd = [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", f"--virtual-time-budget={budget_ms}",
+               "--enable-logging=stderr", "--v=0", *extra, url]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=180)
+
+
+def console_errors(stderr: str) -> list[str]:
+    return [line.split("CONSOLE", 1)[1][:200] for line in stderr.splitlines() if "CONSOLE" in line and "ERROR" in line]
+
+
+def parse_pages(specs: list[str] | None) -> dict[str, list[str]]:
+    if not specs:
+        return DEFAULT_PAGES
+    pages = {}
+    for spec in specs:
+        page, _, names = spec.partition("=")
+        checks = names.split(",") if names else DEFAULT_PAGES.get(page, OTHER_PAGE_CHECKS)
+        unknown = [c for c in checks if c not in CHECKS]
+        if unknown:
+            sys.exit(f"browser_check: unknown check(s) {unknown} for {page}; known: {sorted(CHECKS)}")
+        pages[page] = checks
+    return pages
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--site", default="_build/html", help="built site (default: _build/html)")
+    parser.add_argument("--pages", nargs="+", metavar="PAGE[=CHECK,...]",
+                        help=f"pages relative to the site; checks: {', '.join(CHECKS)} (default: {DEFAULT_PAGES})")
+    parser.add_argument("--screenshots", default="_build/screenshots", help="where to save PNGs")
+    parser.add_argument("--chromium", help="Chromium binary (default: $CHROMIUM or /usr/bin/chromium)")
+    parser.add_argument("--budget-ms", type=int, default=15000, help="virtual time for scripts to run")
+    args = parser.parse_args()
+
+    site, shots = Path(args.site).resolve(), Path(args.screenshots)
+    pages = parse_pages(args.pages)
+    if not (site / "index.html").exists() and not any((site / p).exists() for p in pages):
+        sys.exit(f"browser_check: no built site in {site}; run `make book` first")
+    chromium = find_chromium(args.chromium)
+    shots.mkdir(parents=True, exist_ok=True)
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(QuietHandler, directory=str(site)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}/"
+    print(f"browser_check: {chromium}, serving {site} at {base} (all other hosts unreachable)")
+
+    failures = []
+    try:
+        for page, checks in pages.items():
+            if not (site / page).exists():
+                failures.append(f"{page}: not in the built site")
+                continue
+            QuietHandler.missing = []
+            dump = run_chromium(chromium, base + page, ["--dump-dom"], args.budget_ms)
+            dom = parse(dump.stdout)
+            print(f"\n{page}")
+            for name in checks:
+                passed, found = CHECKS[name](dom)
+                print(f"  [{'ok' if passed else 'MISSING'}] {name}: {found}")
+                if not passed:
+                    failures.append(f"{page}: {name} ({found})")
+            if QuietHandler.missing:
+                failures.append(f"{page}: local files not found: {sorted(set(QuietHandler.missing))}")
+            for error in console_errors(dump.stderr):
+                print(f"  console error: {error}")
+            png = shots / f"{Path(page).stem}.png"
+            run_chromium(chromium, base + page, [f"--screenshot={png.resolve()}", "--window-size=1280,4000"],
+                         args.budget_ms)
+            print(f"  screenshot: {png}" if png.exists() else "  screenshot: FAILED")
+            if not png.exists():
+                failures.append(f"{page}: no screenshot written")
+    finally:
+        server.shutdown()
+
+    if failures:
+        print("\nbrowser_check FAILED:\n  " + "\n  ".join(failures))
+        return 1
+    print(f"\nbrowser_check passed: {len(pages)} page(s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

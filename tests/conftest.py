@@ -1,0 +1,25 @@
+"""Shared test setup: no network, offline hub, deterministic seeds."""
+
+import os
+import socket
+
+import pytest
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+_LOOPBACK = {"127.0.0.1", "::1", "localhost"}
+_connect = socket.socket.connect
+
+
+def _guarded_connect(sock, address):
+    # Unix sockets and loopback (Jupyter kernels talk over it) are fine; anything else is a test bug.
+    if sock.family == socket.AF_UNIX or (isinstance(address, tuple) and address[0] in _LOOPBACK):
+        return _connect(sock, address)
+    raise RuntimeError(f"test tried to open a network connection to {address!r}; the course runs offline")
+
+
+@pytest.fixture(autouse=True)
+def no_network(monkeypatch):
+    """Fail any test that opens a socket to a non-loopback address."""
+    monkeypatch.setattr(socket.socket, "connect", _guarded_connect)

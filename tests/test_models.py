@@ -1,0 +1,140 @@
+"""Tests for lab_utils.models: one set of weights is an encoder or a decoder by its mask alone."""
+
+import pytest
+import torch
+
+from lab_utils.models import TinyEncoderDecoder, TinyTransformer, TransformerConfig
+
+# float32 through 2 tiny layers: identical computations on identical inputs agree to rounding (~1e-7); 1e-5 / 1e-6
+# also absorbs the different reduction order of a shorter sequence, while a leak from the future moves logits ~1e-2.
+RTOL, ATOL = 1e-5, 1e-6
+
+CFG = TransformerConfig(vocab_size=50, max_len=16, d_model=32, n_layers=2, n_heads=4, d_ff=64)
+
+
+@pytest.fixture
+def model():
+    torch.manual_seed(0)
+    return TinyTransformer(CFG).eval()
+
+
+def ids(B=2, T=8, seed=0):
+    return torch.randint(1, CFG.vocab_size, (B, T), generator=torch.Generator().manual_seed(seed))
+
+
+def test_logits_shape_and_tied_head(model):
+    assert model(ids()).shape == (2, 8, CFG.vocab_size)
+    assert model.lm_head.weight is model.embeddings.tok_emb.weight  # tied: no separate output matrix
+
+
+def test_encoder_and_decoder_differ_with_the_same_weights(model):
+    x = ids()
+    enc, dec = model(x, causal=False), model(x, causal=True)
+    assert not torch.allclose(enc[:, 0], dec[:, 0], rtol=RTOL, atol=ATOL)  # position 0: all keys vs itself only
+    # Even the last position, whose causal row allows every key, differs with 2 layers: its layer-2 keys and values
+    # come from earlier positions, which the causal mask changed in layer 1.
+    assert not torch.allclose(enc[:, -1], dec[:, -1], rtol=RTOL, atol=ATOL)
+
+
+def test_one_layer_last_position_is_the_same_for_encoder_and_decoder():
+    # With one layer, keys and values are embeddings, identical under both masks, and the last query sees all of them.
+    torch.manual_seed(0)
+    one_layer = TinyTransformer(TransformerConfig(vocab_size=50, max_len=16, d_model=32, n_layers=1, n_heads=4)).eval()
+    x = ids()
+    enc, dec = one_layer(x, causal=False), one_layer(x, causal=True)
+    torch.testing.assert_close(dec[:, -1], enc[:, -1], rtol=RTOL, atol=ATOL)
+    assert not torch.allclose(dec[:, :-1], enc[:, :-1], rtol=RTOL, atol=ATOL)  # the other positions do not
+
+
+def test_first_position_of_decoder_equals_model_on_first_token_alone(model):
+    x = ids()
+    torch.testing.assert_close(model(x, causal=True)[:, :1], model(x[:, :1], causal=True), rtol=RTOL, atol=ATOL)
+
+
+def test_decoder_does_not_see_the_future(model):
+    x, t = ids(), 4
+    y = x.clone()
+    y[:, t + 1 :] = (y[:, t + 1 :] + 7) % CFG.vocab_size  # change every token after t
+    dec_x, dec_y = model(x, causal=True), model(y, causal=True)
+    torch.testing.assert_close(dec_y[:, : t + 1], dec_x[:, : t + 1], rtol=RTOL, atol=ATOL)
+    assert not torch.allclose(dec_y[:, t + 1 :], dec_x[:, t + 1 :], rtol=RTOL, atol=ATOL)
+    # Non-vacuity: the encoder does see the future, so its outputs at <= t change.
+    assert not torch.allclose(model(y)[:, : t + 1], model(x)[:, : t + 1], rtol=RTOL, atol=ATOL)
+
+
+def test_decoder_prefix_equals_full_forward(model):
+    x = ids()
+    torch.testing.assert_close(model(x[:, :5], causal=True), model(x, causal=True)[:, :5], rtol=RTOL, atol=ATOL)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_padding_does_not_change_real_positions(model, causal):
+    x = ids(B=1, T=5)
+    padded = torch.cat([x, torch.full((1, 3), CFG.pad_token_id)], dim=1)  # right padding
+    am = torch.tensor([[1] * 5 + [0] * 3])
+    out = model(padded, attention_mask=am, causal=causal)[:, :5]
+    torch.testing.assert_close(out, model(x, causal=causal), rtol=RTOL, atol=ATOL)
+    if not causal:  # non-vacuity: without the mask the encoder attends to the padding
+        assert not torch.allclose(model(padded)[:, :5], model(x), rtol=RTOL, atol=ATOL)
+
+
+@pytest.mark.parametrize("cls", [TinyTransformer, TinyEncoderDecoder])
+def test_every_parameter_gets_a_gradient(cls):
+    # Catches a sub-layer that is built but never called (e.g. a block that drops its MLP).
+    torch.manual_seed(0)
+    model = cls(CFG)
+    logits = model(ids(), causal=True) if cls is TinyTransformer else model(ids(), ids(T=5, seed=1))
+    logits.logsumexp(-1).sum().backward()
+    unused = [name for name, p in model.named_parameters() if p.grad is None or not p.grad.any()]
+    assert not unused, f"parameters without gradient: {unused}"
+
+
+def test_attention_weights_for_plotting(model):
+    model(ids(B=1, T=6), causal=True, need_weights=True)
+    weights = model.attention_weights()
+    assert len(weights) == CFG.n_layers and weights[0].shape == (1, CFG.n_heads, 6, 6)
+    assert torch.equal(weights[0].triu(diagonal=1), torch.zeros(1, CFG.n_heads, 6, 6))  # no weight on the future
+    model(ids())
+    with pytest.raises(RuntimeError, match="need_weights=True"):
+        model.attention_weights()
+
+
+def test_encoder_decoder_shapes_and_cross_attention():
+    torch.manual_seed(0)
+    model = TinyEncoderDecoder(CFG).eval()
+    src, tgt = ids(T=7), ids(T=4, seed=1)
+    am = torch.tensor([[1] * 5 + [0] * 2, [1] * 7])
+    logits = model(src, tgt, attention_mask=am, need_weights=True)
+    assert logits.shape == (2, 4, CFG.vocab_size)
+    cross = model.decoder_blocks[0].cross_attn.attn_weights
+    assert cross.shape == (2, CFG.n_heads, 4, 7)  # (B, nh, T_dec, T_enc)
+    assert torch.equal(cross[0, :, :, 5:], torch.zeros(CFG.n_heads, 4, 2))  # padded source tokens ignored
+    # The decoder is causal: changing the last target token leaves earlier logits unchanged.
+    tgt2 = tgt.clone()
+    tgt2[:, -1] = (tgt2[:, -1] + 1) % CFG.vocab_size
+    torch.testing.assert_close(model(src, tgt2, attention_mask=am)[:, :3], logits[:, :3], rtol=RTOL, atol=ATOL)
+    # Cross-attention is used: a different source changes every target position.
+    src2 = (src + 1) % CFG.vocab_size
+    assert not torch.allclose(model(src2, tgt, attention_mask=am), logits, rtol=RTOL, atol=ATOL)
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "match"),
+    [
+        (lambda m: m(ids().float()), TypeError, "integer"),
+        (lambda m: m(ids()[0]), ValueError, r"shape \(B, T\)"),
+        (lambda m: m(ids(T=17)), ValueError, "max_len=16"),
+        (lambda m: m(ids() + CFG.vocab_size), ValueError, r"token ids must be in \[0, vocab_size=50\)"),
+        (lambda m: m(ids(), attention_mask=torch.ones(2, 5)), ValueError, "attention_mask shape"),
+    ],
+)
+def test_bad_inputs_raise_clear_errors(model, call, error, match):
+    with pytest.raises(error, match=match):
+        call(model)
+
+
+def test_bad_config_raises():
+    with pytest.raises(ValueError, match="divisible by n_heads"):
+        TransformerConfig(vocab_size=10, max_len=8, d_model=30, n_heads=4)
+    with pytest.raises(ValueError, match="pad_token_id"):
+        TransformerConfig(vocab_size=10, max_len=8, pad_token_id=10)

@@ -1,0 +1,53 @@
+import pytest
+import torch
+
+from lab_utils import profile
+
+
+def test_auto_profile_follows_cuda(monkeypatch):
+    monkeypatch.delenv("LAB_PROFILE", raising=False)
+    assert profile.profile_name() == ("gpu" if torch.cuda.is_available() else "cpu")
+
+
+def test_override_and_pick(monkeypatch):
+    monkeypatch.setenv("LAB_PROFILE", "cpu")
+    prof = profile.current()
+    assert (prof.name, prof.device.type, prof.dtype) == ("cpu", "cpu", torch.float32)
+    assert profile.pick(cpu=8, gpu=512) == 8
+    assert prof.pick(cpu="small", gpu="big") == "small"
+
+
+def test_bad_profile_names(monkeypatch):
+    monkeypatch.setenv("LAB_PROFILE", "tpu")
+    with pytest.raises(ValueError, match="LAB_PROFILE must be one of"):
+        profile.profile_name()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error raised on a machine without CUDA")
+def test_gpu_profile_without_cuda_is_an_error(monkeypatch):
+    monkeypatch.setenv("LAB_PROFILE", "gpu")
+    with pytest.raises(RuntimeError, match="no CUDA device"):
+        profile.current()
+
+
+def test_seeding_repeats_and_validates():
+    profile.seed_everything(3)
+    a = torch.rand(4)
+    profile.seed_everything(3)
+    assert torch.equal(a, torch.rand(4))
+    with pytest.raises(ValueError, match="non-negative int"):
+        profile.seed_everything(-1)
+
+
+def test_cpu_dtype_is_fp32():
+    assert profile.compute_dtype(torch.device("cpu")) == torch.float32
+
+
+def test_report_is_one_line_with_versions(monkeypatch, capsys):
+    monkeypatch.setenv("LAB_PROFILE", "cpu")
+    prof = profile.setup(seed=0)
+    line = capsys.readouterr().out.strip()
+    assert prof.name == "cpu" and "\n" not in line
+    for word in ("profile=cpu", "bf16=", "torch", "transformers", "peft", "bitsandbytes"):
+        assert word in line
+    assert "missing" not in line, "a package the course needs is not installed"
