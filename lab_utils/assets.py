@@ -203,7 +203,8 @@ def load_decoder(name_or_path: str | None = None, model_class=None, **kwargs):
 def main() -> None:
     """``python -m lab_utils.assets``: verify every asset and build the decoder cache."""
     for asset in ALL_ASSETS:
-        print(f"ok  {asset.package:28s} {asset.relpath} ({asset_path(asset).stat().st_size / 2**20:.1f} MiB, sha256 verified)")
+        size_mib = asset_path(asset).stat().st_size / 2**20
+        print(f"ok  {asset.package:28s} {asset.relpath} ({size_mib:.1f} MiB, sha256 verified)")
     print(f"ok  decoder cache             {decoder_dir()}")
 
 

@@ -64,7 +64,7 @@ def test_dataset_dicts():
     assert two["train"].features["label"].names == ["negative", "positive"]
     assert set(two["train"]["label"]) == {0, 1}
     for name in three:  # the binary view is the 3-class split without neutral tweets: no leakage across views
-        kept = {t for t, y in zip(three[name]["text"], three[name]["label"]) if y != 1}
+        kept = {t for t, y in zip(three[name]["text"], three[name]["label"], strict=True) if y != 1}
         assert set(two[name]["text"]) == kept
     assert not set(two["test"]["text"]) & set(three["train"]["text"])
 
