@@ -1,4 +1,4 @@
-"""Pre-training objectives: masked language modelling (MLM) and next-token prediction, and a small training loop.
+"""Pre-training objectives: masked language modelling (MLM) and next-token prediction; training and evaluation.
 
 MLM masking follows BERT (Devlin et al. 2019, §3.1 and App. A.1): 15% of the ordinary tokens are selected; of
 those 80% become [MASK], 10% a random token, 10% stay unchanged. Chapter "Encoders and decoders"
@@ -18,7 +18,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-__all__ = ["IGNORE_INDEX", "cross_entropy_loss", "mask_tokens", "perplexity", "shift_for_next_token", "train"]
+__all__ = [
+    "IGNORE_INDEX",
+    "cross_entropy_loss",
+    "evaluate_loss",
+    "mask_tokens",
+    "perplexity",
+    "shift_for_next_token",
+    "train",
+]
 
 IGNORE_INDEX = -100  # default ignore_index of torch.nn.CrossEntropyLoss, also used by Hugging Face labels
 
@@ -174,6 +182,48 @@ def perplexity(loss: float | Tensor) -> float | Tensor:
         return math.inf
 
 
+def _inputs_and_labels(
+    batch: Tensor | Mapping[str, Tensor],
+    objective: str,
+    mask_token_id: int | None,
+    vocab_size: int,
+    special_ids: Sequence[int],
+    mlm_probability: float,
+    generator: torch.Generator | None,
+    device: torch.device | str,
+) -> tuple[Tensor, Tensor, Tensor | None]:
+    """One batch -> `(inputs, labels, attention_mask)` on `device` for `objective` (shared by train and eval)."""
+    ids = batch["input_ids"] if isinstance(batch, Mapping) else batch  # (B, T)
+    att = batch.get("attention_mask") if isinstance(batch, Mapping) else None  # (B, T) or None
+    if objective == "mlm":
+        pad = None if att is None else att == 0
+        for _attempt in range(100):  # a tiny batch may get no selected token: draw again (0.85^(100 n) odds)
+            inputs, labels = mask_tokens(
+                ids,
+                mask_token_id=mask_token_id,
+                vocab_size=vocab_size,
+                special_ids=special_ids,
+                special_mask=pad,
+                mlm_probability=mlm_probability,
+                generator=generator,
+            )
+            if (labels != IGNORE_INDEX).any():
+                break
+        else:
+            raise ValueError("no token of a batch could be masked: are all its tokens special or padding?")
+    else:
+        inputs, labels = shift_for_next_token(ids, att)  # (B, T-1) each
+        att = None if att is None else att[:, :-1]
+    return inputs.to(device), labels.to(device), None if att is None else att.to(device)
+
+
+def _check_objective(objective: str, mask_token_id: int | None) -> None:
+    if objective not in ("mlm", "causal"):
+        raise ValueError(f"objective must be 'mlm' or 'causal', got {objective!r}")
+    if objective == "mlm" and mask_token_id is None:
+        raise ValueError("objective='mlm' needs mask_token_id (the id of [MASK])")
+
+
 def train(
     model: nn.Module,
     batches: Iterable[Tensor | Mapping[str, Tensor]],
@@ -212,12 +262,9 @@ def train(
     Raises:
         ValueError: on an unknown objective, `steps < 1`, a missing `mask_token_id` or no batches.
     """
-    if objective not in ("mlm", "causal"):
-        raise ValueError(f"objective must be 'mlm' or 'causal', got {objective!r}")
+    _check_objective(objective, mask_token_id)
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
-    if objective == "mlm" and mask_token_id is None:
-        raise ValueError("objective='mlm' needs mask_token_id (the id of [MASK])")
     model.to(device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     history: list[float] = []
@@ -227,29 +274,9 @@ def train(
         batch = next(stream, None)
         if batch is None:
             raise ValueError("batches is empty")
-        ids = batch["input_ids"] if isinstance(batch, Mapping) else batch  # (B, T)
-        att = batch.get("attention_mask") if isinstance(batch, Mapping) else None  # (B, T) or None
-        if objective == "mlm":
-            pad = None if att is None else att == 0
-            for _attempt in range(100):  # a tiny batch may get no selected token: draw again (0.85^(100 n) odds)
-                inputs, labels = mask_tokens(
-                    ids,
-                    mask_token_id=mask_token_id,
-                    vocab_size=model.config.vocab_size,
-                    special_ids=special_ids,
-                    special_mask=pad,
-                    mlm_probability=mlm_probability,
-                    generator=generator,
-                )
-                if (labels != IGNORE_INDEX).any():
-                    break
-            else:
-                raise ValueError("no token of a batch could be masked: are all its tokens special or padding?")
-        else:
-            inputs, labels = shift_for_next_token(ids, att)  # (B, T-1) each
-            att = None if att is None else att[:, :-1]
-        inputs, labels = inputs.to(device), labels.to(device)
-        att = None if att is None else att.to(device)
+        inputs, labels, att = _inputs_and_labels(
+            batch, objective, mask_token_id, model.config.vocab_size, special_ids, mlm_probability, generator, device
+        )
         logits = model(inputs, attention_mask=att, causal=objective == "causal")  # (B, T', V)
         loss = cross_entropy_loss(logits, labels)
         optimizer.zero_grad(set_to_none=True)
@@ -259,3 +286,53 @@ def train(
         history.append(loss.item())
         bar.set_postfix(loss=f"{history[-1]:.3f}")
     return history
+
+
+@torch.no_grad()
+def evaluate_loss(
+    model: nn.Module,
+    batches: Iterable[Tensor | Mapping[str, Tensor]],
+    *,
+    objective: Literal["mlm", "causal"],
+    mask_token_id: int | None = None,
+    special_ids: Sequence[int] = (),
+    mlm_probability: float = 0.15,
+    generator: torch.Generator | None = None,
+    device: torch.device | str = "cpu",
+) -> float:
+    """Held-out loss: mean NLL (nats) per labelled token over all `batches`, with dropout off.
+
+    The mean is weighted by tokens (total NLL / number of labelled positions), not a mean of batch means, so
+    batches with more targets count more. Pass a seeded `generator` for MLM so that every call masks the same
+    positions. The model's train/eval mode is restored afterwards.
+
+    Args:
+        model, batches, objective, mask_token_id, special_ids, mlm_probability, generator, device: as in `train`
+            (one pass over `batches`, no cycling).
+
+    Returns:
+        The mean NLL per predicted token; `perplexity(...)` of it is the held-out perplexity.
+
+    Raises:
+        ValueError: on an unknown objective, a missing `mask_token_id`, or no labelled token in `batches`.
+    """
+    _check_objective(objective, mask_token_id)
+    was_training = model.training
+    model.to(device).eval()
+    total, count = 0.0, 0
+    try:
+        for batch in batches:
+            inputs, labels, att = _inputs_and_labels(
+                batch, objective, mask_token_id, model.config.vocab_size, special_ids, mlm_probability, generator,
+                device,
+            )  # fmt: skip
+            logits = model(inputs, attention_mask=att, causal=objective == "causal")  # (B, T', V)
+            nll = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE_INDEX,
+                                  reduction="sum")  # fmt: skip
+            total += nll.item()
+            count += int((labels != IGNORE_INDEX).sum())
+    finally:
+        model.train(was_training)
+    if count == 0:
+        raise ValueError("batches hold no labelled token: is it empty, or all padding?")
+    return total / count

@@ -9,6 +9,7 @@ from lab_utils.models import TinyTransformer, TransformerConfig
 from lab_utils.objectives import (
     IGNORE_INDEX,
     cross_entropy_loss,
+    evaluate_loss,
     mask_tokens,
     perplexity,
     shift_for_next_token,
@@ -157,6 +158,44 @@ def test_overfits_one_batch_mlm(one_thread, seed):
     )
     assert len(history) == 100 and history[0] > 2.5
     assert sum(history[-10:]) / 10 < OVERFIT_LOSS  # MLM losses are noisy (new positions each step): average
+
+
+def test_evaluate_loss_is_token_weighted_and_matches_cross_entropy(one_thread):
+    model = tiny_model()
+    a = torch.randint(4, 20, (2, 10), generator=torch.Generator().manual_seed(0))
+    b = torch.randint(4, 20, (3, 6), generator=torch.Generator().manual_seed(1))
+    train(model, [a], objective="causal", steps=30, lr=1e-2, progress=False)  # memorise a: its loss << b's
+    with torch.no_grad():
+        la, lb = (cross_entropy_loss(model(x[:, :-1], causal=True), x[:, 1:]) for x in (a, b))
+    n_a, n_b = 2 * 9, 3 * 5  # labelled positions: B * (T - 1)
+    got = evaluate_loss(model, [a, b], objective="causal")
+    assert math.isclose(got, (la.item() * n_a + lb.item() * n_b) / (n_a + n_b), rel_tol=1e-5)
+    assert not math.isclose(got, (la.item() + lb.item()) / 2, rel_tol=1e-3)  # non-vacuity: not a mean of means
+    assert model.training  # mode restored
+
+
+def test_evaluate_loss_mlm_is_reproducible_and_ignores_dropout():
+    torch.manual_seed(0)
+    config = TransformerConfig(vocab_size=20, max_len=16, d_model=32, n_layers=1, n_heads=2, d_ff=64, dropout=0.5)
+    model = TinyTransformer(config)
+    ids = torch.randint(4, 20, (8, 12), generator=torch.Generator().manual_seed(0))
+    batches = [{"input_ids": ids, "attention_mask": torch.ones_like(ids)}]
+
+    def run(seed):
+        return evaluate_loss(model, batches, objective="mlm", mask_token_id=3, special_ids=[0, 1, 2, 3],
+                             generator=torch.Generator().manual_seed(seed))  # fmt: skip
+
+    assert model.training  # a new module is in train mode: dropout 0.5 would make two calls differ
+    assert run(0) == run(0)  # same masks and dropout off inside evaluate_loss: identical
+    assert run(0) != run(1)  # non-vacuity: other masks, other loss
+    assert model.training  # mode restored
+
+
+def test_evaluate_loss_rejects_empty_batches():
+    with pytest.raises(ValueError, match="no labelled token"):
+        evaluate_loss(tiny_model(), [], objective="causal")
+    with pytest.raises(ValueError, match="mask_token_id"):
+        evaluate_loss(tiny_model(), [], objective="mlm")
 
 
 @pytest.mark.parametrize(
