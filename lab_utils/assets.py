@@ -182,7 +182,9 @@ def load_decoder_tokenizer(name_or_path: str | None = None):
     """SmolLM2's BPE tokenizer (with its chat template). A hub name works only online (not tested)."""
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(name_or_path or decoder_dir())
+    # Space clean-up is a WordPiece post-processing step; on byte-level BPE it corrupts decoded text
+    # ("it 's" rules), and some transformers versions warn on every decode unless it is off.
+    return AutoTokenizer.from_pretrained(name_or_path or decoder_dir(), clean_up_tokenization_spaces=False)
 
 
 def load_decoder(name_or_path: str | None = None, model_class=None, **kwargs):
