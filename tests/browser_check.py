@@ -5,7 +5,7 @@ the DOM after scripts ran (``--dump-dom``): the landing page has its title and c
 show the provenance banner, plots, rendered ipywidgets and exercises. Saves a full-page screenshot of each
 page to ``_build/screenshots/``. Not a pytest module: run ``python tests/browser_check.py`` after a build.
 
-    python tests/browser_check.py                                   # the default pages and checks
+    python tests/browser_check.py                                   # intro, first look, every notebook page
     python tests/browser_check.py --pages intro.html chapters/02_x/y.html=banner,plot,widget
 """
 
@@ -186,9 +186,12 @@ def console_errors(stderr: str) -> list[str]:
     return [line.split("CONSOLE", 1)[1][:200] for line in stderr.splitlines() if "CONSOLE" in line and "ERROR" in line]
 
 
-def parse_pages(specs: list[str] | None) -> dict[str, list[str]]:
+def parse_pages(specs: list[str] | None, site: Path) -> dict[str, list[str]]:
+    """Pages to open and their checks: ``specs`` (``PAGE[=CHECK,...]``), or by default the landing page, the
+    first-look page and every other notebook page of the built site (banner, no broken widgets)."""
     if not specs:
-        return DEFAULT_PAGES
+        found = sorted(p.relative_to(site).as_posix() for p in (site / "chapters").rglob("*.html"))
+        return DEFAULT_PAGES | {page: OTHER_PAGE_CHECKS for page in found if page not in DEFAULT_PAGES}
     pages = {}
     for spec in specs:
         page, _, names = spec.partition("=")
@@ -208,10 +211,11 @@ def main() -> int:
     parser.add_argument("--screenshots", default="_build/screenshots", help="where to save PNGs")
     parser.add_argument("--chromium", help="Chromium binary (default: $CHROMIUM or /usr/bin/chromium)")
     parser.add_argument("--budget-ms", type=int, default=15000, help="virtual time for scripts to run")
+    parser.add_argument("--height", type=int, default=12000, help="screenshot height in pixels (whole page)")
     args = parser.parse_args()
 
     site, shots = Path(args.site).resolve(), Path(args.screenshots)
-    pages = parse_pages(args.pages)
+    pages = parse_pages(args.pages, site)
     if not (site / "index.html").exists() and not any((site / p).exists() for p in pages):
         sys.exit(f"browser_check: no built site in {site}; run `make book` first")
     chromium = find_chromium(args.chromium)
@@ -242,7 +246,7 @@ def main() -> int:
             for error in console_errors(dump.stderr):
                 print(f"  console error: {error}")
             png = shots / f"{Path(page).stem}.png"
-            run_chromium(chromium, base + page, [f"--screenshot={png.resolve()}", "--window-size=1280,4000"],
+            run_chromium(chromium, base + page, [f"--screenshot={png.resolve()}", f"--window-size=1280,{args.height}"],
                          args.budget_ms)
             print(f"  screenshot: {png}" if png.exists() else "  screenshot: FAILED")
             if not png.exists():
