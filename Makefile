@@ -59,7 +59,7 @@ strict-book: setup
 test: lint unit nbval strict-book
 
 execute: setup
-	$(PY) -m lab_utils.execute $(NB)
+	$(PY) -m lab_utils.maintainers.execute $(NB)
 
 clean:
 	rm -rf _build

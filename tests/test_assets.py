@@ -14,7 +14,7 @@ def test_installed_assets_match_their_checksums(asset):
 
 
 def test_missing_package_names_the_fix():
-    ghost = dataclasses.replace(assets.ENCODER, module="no_such_asset_package")
+    ghost = dataclasses.replace(assets.MINILM, module="no_such_asset_package")
     with pytest.raises(assets.AssetError, match="make setup"):
         assets.asset_path(ghost)
 
@@ -33,8 +33,8 @@ def test_asset_packages_are_never_imported():
 
 
 def test_encoder_is_minilm():
-    model = assets.load_encoder()
-    tok = assets.load_encoder_tokenizer()
+    model = assets.load_minilm()
+    tok = assets.load_minilm_tokenizer()
     n = sum(p.numel() for p in model.parameters())
     assert (model.config.num_hidden_layers, model.config.hidden_size) == (6, 384)
     assert 22.5e6 < n < 22.9e6  # 22.7M parameters
@@ -45,12 +45,12 @@ def test_encoder_is_minilm():
 
 
 def test_decoder_cache_loads_smollm2():
-    path = assets.decoder_dir()
-    assert json.loads((path / assets.DECODER_MARKER).read_text())["gguf_sha256"] == assets.DECODER_GGUF.sha256
-    model = assets.load_decoder()
+    path = assets.smollm2_dir()
+    assert json.loads((path / assets.SMOLLM2_MARKER).read_text())["gguf_sha256"] == assets.SMOLLM2_GGUF.sha256
+    model = assets.load_smollm2()
     cfg = model.config
     assert (cfg.num_hidden_layers, cfg.num_attention_heads, cfg.num_key_value_heads) == (30, 9, 3)
-    tok = assets.load_decoder_tokenizer()
+    tok = assets.load_smollm2_tokenizer()
     ids = tok("The capital of France is", return_tensors="pt").input_ids
     with torch.no_grad():
         logits = model(ids).logits[0, -1]

@@ -4,7 +4,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from lab_utils import execute, provenance
+from lab_utils.maintainers import execute, provenance
 
 
 def _notebook(*sources):

@@ -1,9 +1,9 @@
 """Execute notebooks in place and stamp them with provenance (``make execute``).
 
-``python -m lab_utils.execute [NOTEBOOK ...]`` runs each notebook top to bottom with nbclient in a fresh
+``python -m lab_utils.maintainers.execute [NOTEBOOK ...]`` runs each notebook top to bottom with nbclient in a fresh
 kernel (widget state saved, so the site can show widgets), then records in its metadata which run produced
 the outputs: profile, device, versions, date, wall time, peak GPU memory and a hash of its code cells
-(see :mod:`lab_utils.provenance`). Without arguments it executes every notebook under ``chapters/``.
+(see :mod:`lab_utils.maintainers.provenance`). Without arguments it executes every notebook under ``chapters/``.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from lab_utils.provenance import STAMP_KEY, code_hash
+from lab_utils.maintainers.provenance import STAMP_KEY, code_hash
 
-BOOK_ROOT = Path(__file__).resolve().parent.parent
+BOOK_ROOT = Path(__file__).resolve().parents[2]
 PROBE_TAG = "LAB_PROVENANCE:"
 # Runs in the notebook's own kernel after its last cell, so it sees the run's device and peak memory.
 PROBE = f"""\

@@ -1,68 +1,21 @@
-"""Exercise checks: run a student's function against the reference and say precisely what is wrong.
+"""Exercise checks for chapter "Encoders and decoders": BERT's MLM masking and the perplexity.
 
-Each `check_*` is self-contained: it raises `AssertionError` with an actionable message on the first problem
-and prints one "✓ ..." line on success. Chapter "Encoders and decoders" (chapters/01_transformers) uses
-`check_causal_mask`, `check_mlm_masking` and `check_perplexity`. Conventions follow `lab_utils.masks`
-(bool, True = may attend) and `lab_utils.objectives` (labels -100 where there is no target).
+Conventions follow ``lab_utils.objectives``: labels are ``-100`` where there is no target.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import NoReturn
 
 import torch
 from torch import Tensor
 
-from lab_utils.masks import causal_mask
+from lab_utils.checks.feedback import fail as _fail
+from lab_utils.checks.feedback import success as _success
 from lab_utils.objectives import IGNORE_INDEX
 
-__all__ = ["check_causal_mask", "check_mlm_masking", "check_model_mib", "check_perplexity"]
-
-
-def _fail(message: str) -> NoReturn:
-    raise AssertionError(message)
-
-
-def _success(message: str) -> None:
-    print(f"✓ {message}")
-
-
-# --- chapter 01: encoders and decoders ---------------------------------------------------------------------
-
-
-def check_causal_mask(fn: Callable[[int], Tensor]) -> None:
-    """Check `fn(T) -> (T, T)` bool causal mask (True = may attend) against `lab_utils.masks.causal_mask`.
-
-    Raises:
-        AssertionError: naming the first wrong row and, when recognisable, the mistake (transposed, inverted...).
-    """
-    sizes = (8, 5, 2, 1)  # largest first: at T = 1 an inverted mask and a missing diagonal look the same
-    for T in sizes:
-        got = fn(T)
-        if not isinstance(got, Tensor):
-            _fail(f"fn({T}) returned {type(got).__name__}; return a torch.Tensor")
-        if got.dtype != torch.bool:
-            _fail(f"fn({T}) has dtype {got.dtype}; return a bool mask (True = may attend), e.g. with `.bool()`")
-        if tuple(got.shape) != (T, T):
-            _fail(f"fn({T}) has shape {tuple(got.shape)}; expected ({T}, {T}): one row per query, one column per key")
-        want = causal_mask(T)
-        if torch.equal(got.cpu(), want):
-            continue
-        if T > 1 and torch.equal(got.cpu(), ~want):
-            _fail("your mask is inverted: True must mean 'may attend' (PyTorch SDPA convention), not 'blocked'")
-        if torch.equal(got.cpu(), want.T):
-            _fail("your mask is transposed: row i is query i, and it may attend keys j <= i (lower triangle)")
-        if not got.diagonal().all():
-            _fail("the diagonal is not all True: a token must be allowed to attend to itself (use j <= i, not j < i)")
-        i = int((got.cpu() != want).any(dim=1).nonzero()[0])
-        leak = " (a True after position i lets the token see the future)" if got[i].cpu()[i + 1 :].any() else ""
-        _fail(
-            f"for T={T}, row {i} (query at position {i}) is {got[i].int().tolist()}; "
-            f"expected {want[i].int().tolist()}: keys 0..{i} allowed, keys after {i} blocked{leak}"
-        )
-    _success(f"causal mask correct for T = {', '.join(map(str, sizes))}")
+__all__ = ["check_mlm_masking", "check_perplexity"]
 
 
 def check_mlm_masking(fn: Callable[..., tuple[Tensor, Tensor]]) -> None:
@@ -166,30 +119,3 @@ def check_perplexity(fn: Callable[[float], float]) -> None:
             hint = "you returned the loss itself; exponentiate it"
         _fail(f"perplexity({loss:.4f}) = {got:.6g}, expected {want:.6g}: {hint}")
     _success("perplexity = exp(loss): loss 0 -> 1, loss log(V) -> V")
-
-
-# --- chapter 00: first look ----------------------------------------------------------------------------------
-
-_BYTES = {torch.float32: 4, torch.float16: 2, torch.bfloat16: 2, torch.int8: 1}
-
-
-def check_model_mib(fn: Callable[[int, torch.dtype], float]) -> None:
-    """Check ``fn(n_params, dtype) -> MiB`` against ``n_params * bytes_per_weight / 2**20``."""
-    for dtype, nbytes in _BYTES.items():
-        for n in (0, 1_000_000, 134_515_008):
-            expected = n * nbytes / 2**20
-            got = fn(n, dtype)
-            if not isinstance(got, (int, float)) or isinstance(got, bool):
-                _fail(f"model_mib({n:,}, {dtype}) returned {got!r}; return a number of MiB (a float)")
-            if not math.isclose(got, expected, rel_tol=1e-9, abs_tol=1e-9):
-                hint = (" Did you divide by 10**6 instead of 2**20 (a MiB is 1,048,576 bytes)?"
-                        if math.isclose(got, n * nbytes / 1e6, rel_tol=1e-6) and n else
-                        f" A {dtype} weight takes {nbytes} byte(s).")
-                _fail(f"model_mib({n:,}, {dtype}) returned {got:.4g} MiB; expected {expected:.4g}.{hint}")
-    try:
-        fn(-1, torch.float32)
-    except ValueError:
-        pass
-    else:
-        _fail("model_mib(-1, torch.float32) should raise ValueError: a parameter count cannot be negative")
-    _success("model_mib gives the right size for fp32, fp16, bf16 and int8, and rejects a negative count")

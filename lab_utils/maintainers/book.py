@@ -1,6 +1,6 @@
 """Sphinx extension for the course book: provenance banners and offline widgets.
 
-Every notebook page whose ``metadata["lab_provenance"]`` holds a stamp (see ``lab_utils.provenance``) gets a
+Every notebook page whose ``metadata["lab_provenance"]`` holds a stamp (see ``lab_utils.maintainers.provenance``) gets a
 one-line banner at the top saying which run produced its outputs; pages without a stamp get none. Pages with
 ipywidgets load the manager vendored in ``book_static/widgets`` and never a CDN. Enabled in ``_config.yml``.
 """
@@ -14,7 +14,7 @@ from typing import Any
 
 from sphinx.application import Sphinx
 
-from lab_utils.provenance import STAMP_KEY, format_banner
+from lab_utils.maintainers.provenance import STAMP_KEY, format_banner
 
 WIDGET_MANAGER = "_static/widgets/embed-amd.js"  # set by nb_ipywidgets_js in _config.yml
 CSS_FILE = "lab_provenance.css"  # in book_static/, the book's html_static_path

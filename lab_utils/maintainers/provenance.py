@@ -1,6 +1,6 @@
 """Provenance stamps: which run produced a notebook's committed outputs.
 
-``lab_utils.execute`` writes a stamp into ``metadata["lab_provenance"]`` of every notebook it runs: profile,
+``lab_utils.maintainers.execute`` writes a stamp into ``metadata["lab_provenance"]`` of every notebook it runs: profile,
 device, versions, date, wall time, peak GPU memory and a hash of the code cells. Tests compare the hash with
 the cells to catch outputs that no longer match the code; the book shows the stamp as a one-line banner.
 """
