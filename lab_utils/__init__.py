@@ -1,15 +1,24 @@
 """lab_utils: the companion package of "LLMs: Fine-tuning & Optimisation".
 
-Every notebook imports it; nothing in a chapter folder copies it. Modules by chapter:
+Every notebook imports it; nothing in a chapter folder copies it. Grouped by audience, then by concept.
 
-- every notebook: ``profile`` (CPU/GPU profile, seeding, dtype, GPU memory cap, hardware report),
-  ``assets`` (MiniLM, SmolLM2), ``tweets`` (the cleaned, split tweets), ``checks`` (exercise checks),
-  ``widgets`` (the only module that imports ipywidgets and matplotlib);
-- 00 First look: the above;
-- 01 Encoders and decoders: ``masks`` -> ``attention`` -> ``models``, ``objectives`` (MLM, next token, training);
-- maintainers: ``execute`` and ``provenance`` (executing notebooks and stamping them), ``book`` (Sphinx banner).
+What students read and call, by chapter:
 
-Imports flow one way: ``masks -> attention -> models``; ``assets -> tweets``; no module imports ``widgets``.
+- every notebook: ``profile`` (CPU/GPU profile, seeding, dtype, GPU memory cap, hardware report), ``assets``
+  (the real models, MiniLM and SmolLM2, and the tweets' CSV), ``tweets`` (cleaned, de-duplicated, leak-free
+  splits), ``glue`` (numbers the prose quotes), ``checks`` (exercise checks, one module per concept) and
+  ``widgets`` (plots and widgets, one module per concept; the only code that imports ipywidgets or matplotlib);
+- 00 First look: the above; ``checks.memory``, ``widgets.tokenizers``;
+- 01 Encoders and decoders: ``masks`` -> ``attention`` -> ``models`` (the tiny from-scratch transformers),
+  ``objectives`` (MLM, next token, their losses), ``training`` (the model-agnostic training loop),
+  ``generation`` (greedy/sampled generation, NLL scoring); ``checks.masks``, ``checks.attention``,
+  ``checks.objectives``; ``widgets.attention``, ``widgets.training``, ``widgets.diagrams``, ``widgets.embeddings``.
+
+What maintainers run: ``maintainers`` (``execute`` and ``provenance``: executing notebooks and stamping them;
+``book``: the Sphinx extension; ``student``: student editions). Notebooks never import it.
+
+Imports flow one way: ``masks -> attention -> models -> objectives -> training, generation``; ``assets ->
+tweets``; ``checks`` and ``widgets`` import the concept modules; nothing imports ``widgets`` or ``maintainers``.
 """
 
 from lab_utils.profile import pick, setup

@@ -2,8 +2,10 @@
 
 Serves ``_build/html`` on a localhost port, loads each page with every other host unreachable, and checks
 the DOM after scripts ran (``--dump-dom``): the landing page has its title and chapter map; notebook pages
-show the provenance banner, plots, rendered ipywidgets and exercises. Saves a full-page screenshot of each
-page to ``_build/screenshots/``. Not a pytest module: run ``python tests/browser_check.py`` after a build.
+show the provenance banner, plots, rendered ipywidgets and exercises, the Colab launch link and a student-edition
+download (fetched and checked: a valid notebook without solutions); every page has its formulas typeset by the
+vendored MathJax (no raw TeX left). Saves a full-page screenshot of each page to ``_build/screenshots/``.
+Not a pytest module: run ``python tests/browser_check.py`` after a build.
 
     python tests/browser_check.py                                   # intro, first look, every notebook page
     python tests/browser_check.py --pages intro.html chapters/02_x/y.html=banner,plot,widget
@@ -20,15 +22,24 @@ import subprocess
 import sys
 import tempfile
 import threading
+import urllib.request
 from html.parser import HTMLParser
 from pathlib import Path
+from urllib.parse import urljoin
 
 TITLE = "LLMs: Fine-tuning & Optimisation"
+NOTEBOOK_PAGE_CHECKS = ["banner", "colab", "student-edition", "no-raw-tex"]
 DEFAULT_PAGES = {
-    "intro.html": ["title", "chapter-map"],
-    "chapters/00_first_look/first_look.html": ["banner", "plot", "widget", "exercise"],
+    "intro.html": ["title", "chapter-map", "no-raw-tex"],
+    "chapters/00_first_look/first_look.html": [*NOTEBOOK_PAGE_CHECKS, "plot", "widget", "exercise", "math"],
+    "chapters/01_transformers/attention_and_masks.html": [*NOTEBOOK_PAGE_CHECKS, "widgets-if-any", "math"],
 }
-OTHER_PAGE_CHECKS = ["banner", "widgets-if-any"]  # for --pages entries without "=checks"
+OTHER_PAGE_CHECKS = [*NOTEBOOK_PAGE_CHECKS, "widgets-if-any"]  # for --pages entries without "=checks"
+COLAB_URL = "https://colab.research.google.com/"  # launch_buttons.colab_url in _config.yml
+STUDENT_LINK_TEXT = "Download the student edition (.ipynb)"  # lab_utils.maintainers.book
+# Text that is code or not shown: raw TeX there is not a rendering failure.
+NOT_PROSE_TAGS = {"script", "style", "pre", "code", "textarea", "noscript", "mjx-assistive-mml", "math"}
+RAW_TEX = ("\\(", "\\[", "$$")
 CHROMIUM_FLAGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
     "--no-first-run", "--disable-sync", "--disable-quic", "--hide-scrollbars",
@@ -148,8 +159,69 @@ def check_exercise(dom: Element) -> tuple[bool, str]:
     return bool(exercises), f"{len(exercises)} exercise(s), {len(solutions)} solution(s)"
 
 
+def check_colab(dom: Element) -> tuple[bool, str]:
+    links = [a.attrs["href"] for a in dom.find_all(lambda e: e.tag == "a")
+             if (a.attrs.get("href") or "").startswith(COLAB_URL) and a.attrs["href"].endswith(".ipynb")]
+    return bool(links), links[0] if links else f"no link to {COLAB_URL}...ipynb"
+
+
+def _prose_text(node: Element) -> str:
+    if node.tag in NOT_PROSE_TAGS:
+        return ""
+    return node.text + " ".join(_prose_text(c) for c in node.children)
+
+
+def check_no_raw_tex(dom: Element) -> tuple[bool, str]:
+    text = _prose_text(dom)
+    raw = [text[max(i - 30, 0):i + 40].replace("\n", " ") for i in
+           sorted(i for tex in RAW_TEX for i in _find_all(text, tex))]
+    rendered = len(dom.find_all(lambda e: e.tag == "mjx-container"))
+    return not raw, (f"raw TeX left, e.g. {raw[:2]}" if raw else "no raw TeX") + f"; {rendered} typeset formula(s)"
+
+
+def _find_all(text: str, sub: str) -> list[int]:
+    found, i = [], text.find(sub)
+    while i != -1:
+        found.append(i)
+        i = text.find(sub, i + 1)
+    return found
+
+
+def check_math(dom: Element) -> tuple[bool, str]:
+    rendered = dom.find_all(lambda e: e.tag == "mjx-container")
+    source = dom.find_all(lambda e: "math" in e.classes)
+    return bool(rendered), f"{len(rendered)} mjx-container(s) (MathJax output), {len(source)} math element(s)"
+
+
+def check_student_edition(dom: Element, page_url: str) -> tuple[bool, str]:
+    """The download link is there, serves a valid notebook, and that notebook holds no solution."""
+    import nbformat
+
+    links = [a for a in dom.find_all(lambda e: e.tag == "a") if STUDENT_LINK_TEXT in a.all_text()]
+    if not links:
+        return False, f"no link {STUDENT_LINK_TEXT!r}"
+    url = urljoin(page_url, links[0].attrs.get("href") or "")
+    try:
+        with urllib.request.urlopen(url, timeout=30) as response:
+            nb = nbformat.reads(response.read().decode("utf-8"), as_version=4)
+        nbformat.validate(nb)
+    except Exception as error:  # noqa: BLE001 - any failure here is the finding
+        return False, f"{url}: {type(error).__name__}: {error}"
+    solutions = [i for i, c in enumerate(nb.cells) if "solution" in c.get("metadata", {}).get("tags", [])]
+    prose = [i for i, c in enumerate(nb.cells) if "{solution-start}" in c.source or "{solution-end}" in c.source]
+    outputs = [i for i, c in enumerate(nb.cells) if c.cell_type == "code" and c.outputs]
+    problems = [f"{what} in cells {cells}" for what, cells in
+                (("solution cells", solutions), ("solution directives", prose), ("outputs", outputs)) if cells]
+    exercises = sum("exercise" in c.get("metadata", {}).get("tags", []) for c in nb.cells)
+    found = f"{links[0].attrs.get('href')}: {len(nb.cells)} cells, {exercises} exercise cell(s)"
+    return not problems, found + (f"; {', '.join(problems)}" if problems else ", no solutions")
+
+
 CHECKS = {"title": check_title, "chapter-map": check_chapter_map, "banner": check_banner, "plot": check_plot,
-          "widget": check_widget, "widgets-if-any": check_widgets_if_any, "exercise": check_exercise}
+          "widget": check_widget, "widgets-if-any": check_widgets_if_any, "exercise": check_exercise,
+          "colab": check_colab, "no-raw-tex": check_no_raw_tex, "math": check_math,
+          "student-edition": check_student_edition}
+NEEDS_URL = {"student-edition"}  # checks that also fetch from the page's site
 
 
 # --- serving and browsing ------------------------------------------------------------------------------------------
@@ -237,7 +309,7 @@ def main() -> int:
             dom = parse(dump.stdout)
             print(f"\n{page}")
             for name in checks:
-                passed, found = CHECKS[name](dom)
+                passed, found = CHECKS[name](dom, base + page) if name in NEEDS_URL else CHECKS[name](dom)
                 print(f"  [{'ok' if passed else 'MISSING'}] {name}: {found}")
                 if not passed:
                     failures.append(f"{page}: {name} ({found})")

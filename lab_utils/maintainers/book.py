@@ -1,8 +1,10 @@
-"""Sphinx extension for the course book: provenance banners and offline widgets.
+"""Sphinx extension for the course book: provenance banners, student editions and offline widgets.
 
 Every notebook page whose ``metadata["lab_provenance"]`` holds a stamp (see ``lab_utils.maintainers.provenance``) gets a
-one-line banner at the top saying which run produced its outputs; pages without a stamp get none. Pages with
-ipywidgets load the manager vendored in ``book_static/widgets`` and never a CDN. Enabled in ``_config.yml``.
+one-line banner at the top saying which run produced its outputs; pages without a stamp get none. Every notebook
+page links its student edition (``lab_utils.maintainers.student``), written to ``_student/<page>.ipynb`` when the
+build finishes. Pages with ipywidgets load the manager vendored in ``book_static/widgets`` and never a CDN.
+Enabled in ``_config.yml``.
 """
 
 from __future__ import annotations
@@ -15,9 +17,12 @@ from typing import Any
 from sphinx.application import Sphinx
 
 from lab_utils.maintainers.provenance import STAMP_KEY, format_banner
+from lab_utils.maintainers.student import repository_url, write_student_edition
 
 WIDGET_MANAGER = "_static/widgets/embed-amd.js"  # set by nb_ipywidgets_js in _config.yml
 CSS_FILE = "lab_provenance.css"  # in book_static/, the book's html_static_path
+STUDENT_DIR = "_student"  # in the HTML output: _student/<docname>.ipynb
+STUDENT_LINK_TEXT = "Download the student edition (.ipynb)"
 
 
 def read_stamp(source: Path) -> dict | None:
@@ -28,14 +33,44 @@ def read_stamp(source: Path) -> dict | None:
     return stamp if isinstance(stamp, dict) else None
 
 
+def _is_notebook(app: Sphinx, docname: str) -> bool:
+    return Path(app.env.doc2path(docname)).suffix == ".ipynb"
+
+
 def add_banner(app: Sphinx, pagename: str, templatename: str, context: dict, doctree: Any) -> None:
-    """Prepend the banner to the page body of a stamped notebook (``html-page-context`` handler)."""
-    if doctree is None or "body" not in context:
+    """Prepend the banner (stamped notebooks) and the student-edition link (every notebook) to the page body.
+
+    An ``html-page-context`` handler; the link points at the file :func:`write_student_editions` writes.
+    """
+    if doctree is None or "body" not in context or not _is_notebook(app, pagename):
         return
+    href = html.escape(context["pathto"](f"{STUDENT_DIR}/{pagename}.ipynb", resource=True))
+    download = html.escape(Path(pagename).name + "_student.ipynb")
+    head = (f'<div class="lab-student-edition"><a class="reference download" href="{href}" '
+            f'download="{download}">{STUDENT_LINK_TEXT}</a>: the exercises without their solutions</div>\n')
     stamp = read_stamp(Path(app.env.doc2path(pagename)))
     if stamp is not None:
-        banner = html.escape(format_banner(stamp))
-        context["body"] = f'<div class="lab-provenance" role="note">{banner}</div>\n' + context["body"]
+        head = f'<div class="lab-provenance" role="note">{html.escape(format_banner(stamp))}</div>\n' + head
+    context["body"] = head + context["body"]
+
+
+def write_student_editions(app: Sphinx, exception: Exception | None) -> None:
+    """Write each notebook page's student edition to ``<outdir>/_student/<docname>.ipynb`` (``build-finished``).
+
+    The first cell links the full chapter: the page on ``html_baseurl`` when the book sets one, else the notebook
+    in the repository named in ``_config.yml``.
+    """
+    if exception is not None or app.builder.format != "html":
+        return
+    baseurl = (app.config.html_baseurl or "").rstrip("/")
+    repo = repository_url(Path(app.srcdir))
+    for docname in sorted(d for d in app.env.found_docs if _is_notebook(app, d)):
+        source = Path(app.env.doc2path(docname))
+        if baseurl:
+            url = f"{baseurl}/{docname}.html"
+        else:
+            url = repo + source.relative_to(app.srcdir).as_posix() if repo else None
+        write_student_edition(source, Path(app.outdir) / STUDENT_DIR / f"{docname}.ipynb", url)
 
 
 def localise_widgets(app: Sphinx, pagename: str, templatename: str, context: dict, doctree: Any) -> None:
@@ -59,8 +94,9 @@ def localise_widgets(app: Sphinx, pagename: str, templatename: str, context: dic
 
 
 def setup(app: Sphinx) -> dict:
-    """Register the handlers (after myst-nb's, which adds the widget scripts) and the banner's CSS."""
+    """Register the handlers (widgets after myst-nb's, which adds the widget scripts) and the banner's CSS."""
     app.connect("html-page-context", add_banner)
+    app.connect("build-finished", write_student_editions)
     app.connect("html-page-context", localise_widgets, priority=600)
     app.add_css_file(CSS_FILE)
     return {"version": "1.0", "parallel_read_safe": True, "parallel_write_safe": True}

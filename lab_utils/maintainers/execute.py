@@ -2,8 +2,9 @@
 
 ``python -m lab_utils.maintainers.execute [NOTEBOOK ...]`` runs each notebook top to bottom with nbclient in a fresh
 kernel (widget state saved, so the site can show widgets), then records in its metadata which run produced
-the outputs: profile, device, versions, date, wall time, peak GPU memory and a hash of its code cells
-(see :mod:`lab_utils.maintainers.provenance`). Without arguments it executes every notebook under ``chapters/``.
+the outputs: profile, device, versions, date, wall time, peak GPU memory, a hash of its code cells and hashes
+of the library and of the lock file it ran against (see :mod:`lab_utils.maintainers.provenance`). Without
+arguments it executes every notebook under ``chapters/``.
 """
 
 from __future__ import annotations
@@ -11,10 +12,10 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
-from lab_utils.maintainers.provenance import STAMP_KEY, code_hash
+from lab_utils.maintainers.provenance import STAMP_KEY, code_hash, library_hash, lock_hash
 
 BOOK_ROOT = Path(__file__).resolve().parents[2]
 PROBE_TAG = "LAB_PROVENANCE:"
@@ -50,6 +51,8 @@ def execute_notebook(path: Path, timeout: int = 1800, kernel_name: str = "python
     if path.suffix != ".ipynb" or not path.is_file():
         raise FileNotFoundError(f"no notebook at {path} (give the path of an .ipynb file)")
     nb = nbformat.read(path, as_version=4)
+    # Hashed before the run: the code the kernel imports, not whatever is on disk after a long run.
+    lab_utils_sha256, lock_sha256 = library_hash(), lock_hash()
     nb.cells.append(nbformat.v4.new_code_cell(PROBE))
     client = NotebookClient(nb, timeout=timeout, kernel_name=kernel_name, store_widget_state=True,
                             resources={"metadata": {"path": str(path.parent.resolve())}})
@@ -64,10 +67,12 @@ def execute_notebook(path: Path, timeout: int = 1800, kernel_name: str = "python
         "device": info["device"],
         "python": info["python"],
         "versions": info["versions"],
-        "executed_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "executed_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "wall_time_s": round(wall, 1),
         "peak_gpu_mem_mib": None if info["peak_gpu_mem_mib"] is None else round(info["peak_gpu_mem_mib"], 1),
         "code_sha256": code_hash(nb),
+        "lab_utils_sha256": lab_utils_sha256,
+        "lock_sha256": lock_sha256,
     }
     nb.metadata[STAMP_KEY] = stamp
     nbformat.write(nb, path)

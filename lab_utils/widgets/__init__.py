@@ -2,9 +2,16 @@
 
 No other ``lab_utils`` module imports this subpackage. Notebooks import from here:
 ``from lab_utils.widgets import plot_attention, tokenizer_explorer``.
+
+attention.py (plot_mask, plot_attention), tokenizers.py (tokenizer_explorer, tokens_html),
+training.py (plot_history), diagrams.py (draw_transformer_diagrams), embeddings.py (plot_similarity).
 """
 
 from lab_utils.widgets.attention import plot_attention, plot_mask
+from lab_utils.widgets.diagrams import draw_transformer_diagrams
+from lab_utils.widgets.embeddings import plot_similarity
 from lab_utils.widgets.tokenizers import tokenizer_explorer, tokens_html
+from lab_utils.widgets.training import plot_history
 
-__all__ = ["plot_attention", "plot_mask", "tokenizer_explorer", "tokens_html"]
+__all__ = ["draw_transformer_diagrams", "plot_attention", "plot_history", "plot_mask", "plot_similarity",
+           "tokenizer_explorer", "tokens_html"]

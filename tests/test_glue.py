@@ -1,0 +1,73 @@
+"""lab_utils.glue writes the same display record as myst_nb's glue, which the book's {glue:} roles read."""
+
+import sys
+
+import pandas as pd
+import pytest
+from IPython.core.interactiveshell import InteractiveShell
+from myst_nb import glue as myst_glue
+from myst_nb.ext.glue import GLUE_PREFIX as MYST_GLUE_PREFIX
+from traitlets.config import Config
+
+from lab_utils.glue import GLUE_PREFIX, glue
+
+
+class Rich:
+    """An object with several representations, so the bundle holds more than text/plain."""
+
+    def _repr_html_(self):
+        return "<b>rich</b>"
+
+    def _repr_markdown_(self):
+        return "**rich**"
+
+    def __repr__(self):
+        return "Rich()"
+
+
+@pytest.fixture
+def published(monkeypatch, tmp_path):
+    """Every display record IPython publishes, as (data, metadata), inside a real InteractiveShell."""
+    monkeypatch.setenv("IPYTHONDIR", str(tmp_path))  # the shell's profile folder, not the user's
+    config = Config()
+    config.HistoryManager.enabled = False  # no sqlite history file
+    hooks = sys.displayhook, sys.excepthook
+    shell = InteractiveShell.instance(config=config)
+    records = []
+    monkeypatch.setattr(shell.display_pub, "publish",
+                        lambda data, metadata=None, **kwargs: records.append((data, metadata)))
+    yield records
+    InteractiveShell.clear_instance()
+    sys.displayhook, sys.excepthook = hooks  # the shell installed its own
+
+
+VALUES = [0.123456, 42, "a string", Rich(), pd.DataFrame({"loss": [1.5, 0.25]}, index=["mlm", "clm"])]
+
+
+@pytest.mark.parametrize("display", [False, True])
+@pytest.mark.parametrize("value", VALUES, ids=lambda v: type(v).__name__)
+def test_same_record_as_myst_nb(published, value, display):
+    myst_glue("val_loss", value, display=display)
+    glue("val_loss", value, display=display)
+    assert len(published) == 2, "each glue must publish exactly one display record"
+    (theirs, their_meta), (ours, our_meta) = published
+    assert ours == theirs and our_meta == their_meta
+    prefix = "" if display else GLUE_PREFIX
+    assert prefix + "text/plain" in ours  # non-vacuity: a real bundle, prefixed when hidden
+    assert our_meta["scrapbook"] == {"name": "val_loss", "mime_prefix": prefix}
+    if isinstance(value, Rich | pd.DataFrame):
+        assert prefix + "text/html" in ours
+
+
+def test_defaults_hide_the_value(published):
+    glue("x", 1.0)  # the prose shows the number; the cell output stays empty
+    [(data, metadata)] = published
+    assert GLUE_PREFIX == MYST_GLUE_PREFIX
+    assert all(k.startswith(GLUE_PREFIX) for k in data) and metadata["scrapbook"]["mime_prefix"] == GLUE_PREFIX
+
+
+@pytest.mark.parametrize("name", ["", "two words", "tab\tname", "line\nbreak", None, 3])
+def test_bad_names_are_rejected(published, name):
+    with pytest.raises(ValueError, match="glue name"):
+        glue(name, 1.0)
+    assert published == [], "nothing may be published under a name the role cannot refer to"
