@@ -1,31 +1,32 @@
-"""Pre-training objectives: masked language modelling (MLM) and next-token prediction; training and evaluation.
+"""Pre-training objectives: masked language modelling (MLM) and next-token prediction, as losses for `training.train`.
 
 MLM masking follows BERT (Devlin et al. 2019, §3.1 and App. A.1): 15% of the ordinary tokens are selected; of
 those 80% become [MASK], 10% a random token, 10% stay unchanged. Chapter "Encoders and decoders"
 (chapters/01_transformers). Label convention for both objectives: `labels[b, t]` is the target of
 `logits[b, t]` (already aligned, no shift inside the loss), and `IGNORE_INDEX = -100` marks positions without a target.
+A loss function (`LossFn`) maps `(model, batch)` to `(mean loss over the batch's targets, number of targets)`.
 """
 
 from __future__ import annotations
 
-import itertools
+import inspect
 import math
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Literal
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 __all__ = [
     "IGNORE_INDEX",
     "cross_entropy_loss",
-    "evaluate_loss",
     "mask_tokens",
+    "masked_token_accuracy",
+    "mlm_loss",
+    "model_logits",
+    "next_token_loss",
     "perplexity",
     "shift_for_next_token",
-    "train",
 ]
 
 IGNORE_INDEX = -100  # default ignore_index of torch.nn.CrossEntropyLoss, also used by Hugging Face labels
@@ -60,7 +61,7 @@ def mask_tokens(
         special_ids: ids never selected: include `[PAD]`, `[CLS]`, `[SEP]`, `[MASK]`.
         special_mask: optional bool tensor shaped like `input_ids`, True = never select (e.g. padding).
         mlm_probability: selection probability (BERT: 0.15).
-        generator: source of randomness, for reproducible masking.
+        generator: source of randomness, for reproducible masking (any device: the draws move to `input_ids`'s).
 
     Returns:
         `(inputs, labels)`, both shaped like `input_ids`: the corrupted inputs, and the original ids at
@@ -85,14 +86,18 @@ def mask_tokens(
             )
         special = special | special_mask
 
+    # Randomness is drawn where the generator lives, then moved: a CPU generator masks CUDA batches too, and the
+    # masks of a seed are the same on every device.
+    rng_device = input_ids.device if generator is None else generator.device
+
     def draw() -> Tensor:  # uniform [0, 1) per token, from `generator`
-        return torch.rand(input_ids.shape, generator=generator, device=input_ids.device)
+        return torch.rand(input_ids.shape, generator=generator, device=rng_device).to(input_ids.device)
 
     selected = (draw() < mlm_probability) & ~special  # BERT: 15% of the (non-special) tokens
     labels = torch.where(selected, input_ids, IGNORE_INDEX)  # the loss only looks at selected positions
     to_mask = selected & (draw() < 0.8)  # 80% of selected -> [MASK]
     to_random = selected & ~to_mask & (draw() < 0.5)  # half of the remaining 20% -> random token
-    random_ids = torch.randint(vocab_size, input_ids.shape, generator=generator, device=input_ids.device)
+    random_ids = torch.randint(vocab_size, input_ids.shape, generator=generator, device=rng_device).to(input_ids.device)
     inputs = torch.where(to_mask, mask_token_id, input_ids)
     inputs = torch.where(to_random, random_ids.to(input_ids.dtype), inputs)  # the last 10% stay unchanged
     return inputs, labels
@@ -182,157 +187,137 @@ def perplexity(loss: float | Tensor) -> float | Tensor:
         return math.inf
 
 
-def _inputs_and_labels(
-    batch: Tensor | Mapping[str, Tensor],
-    objective: str,
-    mask_token_id: int | None,
-    vocab_size: int,
-    special_ids: Sequence[int],
-    mlm_probability: float,
-    generator: torch.Generator | None,
-    device: torch.device | str,
-) -> tuple[Tensor, Tensor, Tensor | None]:
-    """One batch -> `(inputs, labels, attention_mask)` on `device` for `objective` (shared by train and eval)."""
-    ids = batch["input_ids"] if isinstance(batch, Mapping) else batch  # (B, T)
-    att = batch.get("attention_mask") if isinstance(batch, Mapping) else None  # (B, T) or None
-    if objective == "mlm":
-        pad = None if att is None else att == 0
-        for _attempt in range(100):  # a tiny batch may get no selected token: draw again (0.85^(100 n) odds)
-            inputs, labels = mask_tokens(
-                ids,
-                mask_token_id=mask_token_id,
-                vocab_size=vocab_size,
-                special_ids=special_ids,
-                special_mask=pad,
-                mlm_probability=mlm_probability,
-                generator=generator,
-            )
-            if (labels != IGNORE_INDEX).any():
-                break
-        else:
-            raise ValueError("no token of a batch could be masked: are all its tokens special or padding?")
-    else:
-        inputs, labels = shift_for_next_token(ids, att)  # (B, T-1) each
-        att = None if att is None else att[:, :-1]
-    return inputs.to(device), labels.to(device), None if att is None else att.to(device)
+Batch = Tensor | Mapping[str, Tensor]  # `(B, T)` ids, or a dict with "input_ids" and optionally "attention_mask"
+LossFn = Callable[[nn.Module, Batch], tuple[Tensor, int]]
 
 
-def _check_objective(objective: str, mask_token_id: int | None) -> None:
-    if objective not in ("mlm", "causal"):
-        raise ValueError(f"objective must be 'mlm' or 'causal', got {objective!r}")
-    if objective == "mlm" and mask_token_id is None:
-        raise ValueError("objective='mlm' needs mask_token_id (the id of [MASK])")
+def _ids_and_mask(batch: Batch) -> tuple[Tensor, Tensor | None]:
+    if isinstance(batch, Mapping):
+        if "input_ids" not in batch:
+            raise ValueError(f"a dict batch needs an 'input_ids' entry, got keys {sorted(batch)}")
+        return batch["input_ids"], batch.get("attention_mask")
+    return batch, None
 
 
-def train(
-    model: nn.Module,
-    batches: Iterable[Tensor | Mapping[str, Tensor]],
+def model_logits(model: nn.Module, input_ids: Tensor, attention_mask: Tensor | None, *, causal: bool) -> Tensor:
+    """Logits `(B, T, V)` of a `TinyTransformer` (told `causal`) or a transformers model (causal by its class)."""
+    if "causal" in inspect.signature(model.forward).parameters:  # lab_utils.models: the mask is an argument
+        return model(input_ids, attention_mask=attention_mask, causal=causal)
+    out = model(input_ids=input_ids, attention_mask=attention_mask)  # transformers: a ModelOutput with .logits
+    return out.logits if hasattr(out, "logits") else out
+
+
+def next_token_loss(model: nn.Module, batch: Batch) -> tuple[Tensor, int]:
+    """Next-token loss (a `LossFn`): the model sees `ids[:, :-1]` under its causal mask and predicts `ids[:, 1:]`.
+
+    Args:
+        model: a `TinyTransformer` (called with `causal=True`) or a transformers causal LM.
+        batch: `(B, T)` ids or a dict with `"input_ids"` and optionally `"attention_mask"` (padding is not a target).
+
+    Returns:
+        `(loss, n)`: the mean NLL (nats) over the `n` targets, and `n`.
+    """
+    ids, att = _ids_and_mask(batch)
+    inputs, labels = shift_for_next_token(ids, att)  # (B, T-1) each
+    logits = model_logits(model, inputs, None if att is None else att[:, :-1], causal=True)  # (B, T-1, V)
+    return cross_entropy_loss(logits.float(), labels), int((labels != IGNORE_INDEX).sum())
+
+
+def _mask_batch(ids: Tensor, att: Tensor | None, vocab_size: int, mask_token_id: int, special_ids: Sequence[int],
+                mlm_probability: float, generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
+    """`mask_tokens` that never masks padding, drawn again until at least one token is selected."""
+    pad = None if att is None else att == 0
+    for _attempt in range(100):  # a tiny batch may get no selected token: draw again (0.85^(100 n) odds)
+        inputs, labels = mask_tokens(ids, mask_token_id=mask_token_id, vocab_size=vocab_size, special_ids=special_ids,
+                                     special_mask=pad, mlm_probability=mlm_probability, generator=generator)
+        if (labels != IGNORE_INDEX).any():
+            return inputs, labels
+    raise ValueError("no token of a batch could be masked: are all its tokens special or padding?")
+
+
+def mlm_loss(
     *,
-    objective: Literal["mlm", "causal"],
-    steps: int,
-    lr: float = 1e-3,
-    weight_decay: float = 0.01,
-    mask_token_id: int | None = None,
+    mask_token_id: int,
     special_ids: Sequence[int] = (),
     mlm_probability: float = 0.15,
     generator: torch.Generator | None = None,
-    device: torch.device | str = "cpu",
-    progress: bool = True,
-) -> list[float]:
-    """Train `model` with AdamW on MLM or next-token prediction; the batches are cycled until `steps`.
+) -> LossFn:
+    """A `LossFn` for masked language modelling: mask each batch with `mask_tokens`, predict the selected originals.
+
+    The model is called bidirectionally (`causal=False` for a `TinyTransformer`); padding (`attention_mask == 0`)
+    is never selected. Each call draws new masks from `generator`; for a reproducible held-out loss evaluate with
+    a fresh `mlm_loss(..., generator=torch.Generator().manual_seed(s))`.
 
     Args:
-        model: a `TinyTransformer` (or any module with `forward(ids, attention_mask=, causal=) -> (B, T, V)`
-            and `config.vocab_size`).
-        batches: `(B, T)` id tensors, or dicts with `"input_ids"` and optionally `"attention_mask"`.
-        objective: `"mlm"` (bidirectional, `mask_tokens`) or `"causal"` (causal mask, `shift_for_next_token`).
-        steps: number of optimizer steps.
-        lr: AdamW learning rate.
-        weight_decay: AdamW weight decay.
-        mask_token_id: `[MASK]` id, required for `"mlm"`.
-        special_ids: ids never masked for `"mlm"` (padding is never masked when an attention mask is given).
-        mlm_probability: MLM selection probability.
-        generator: randomness of the MLM masking (CPU batches).
-        device: where to train.
-        progress: show a tqdm progress bar.
+        mask_token_id: id of `[MASK]`.
+        special_ids: ids never selected (`[PAD]`, `[CLS]`, `[SEP]`, `[MASK]`, ...).
+        mlm_probability: selection probability (BERT: 0.15).
+        generator: randomness of the masks; it may live on another device than the batches (e.g. CPU).
 
     Returns:
-        The loss (nats) at each step.
-
-    Raises:
-        ValueError: on an unknown objective, `steps < 1`, a missing `mask_token_id` or no batches.
+        `loss_fn(model, batch) -> (loss, n)`; the vocabulary size is read from `model.config.vocab_size`.
     """
-    _check_objective(objective, mask_token_id)
-    if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
-    model.to(device).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    history: list[float] = []
-    stream = itertools.cycle(batches)  # reuse the batches when there are fewer than `steps`
-    bar = tqdm(range(steps), desc=f"train ({objective})", disable=not progress)
-    for _ in bar:
-        batch = next(stream, None)
-        if batch is None:
-            raise ValueError("batches is empty")
-        inputs, labels, att = _inputs_and_labels(
-            batch, objective, mask_token_id, model.config.vocab_size, special_ids, mlm_probability, generator, device
-        )
-        logits = model(inputs, attention_mask=att, causal=objective == "causal")  # (B, T', V)
-        loss = cross_entropy_loss(logits, labels)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)  # nanoGPT's grad_clip = 1.0
-        optimizer.step()
-        history.append(loss.item())
-        bar.set_postfix(loss=f"{history[-1]:.3f}")
-    return history
+    if not 0.0 < mlm_probability <= 1.0:
+        raise ValueError(f"mlm_probability must be in (0, 1], got {mlm_probability}")
+
+    def loss_fn(model: nn.Module, batch: Batch) -> tuple[Tensor, int]:
+        ids, att = _ids_and_mask(batch)
+        inputs, labels = _mask_batch(ids, att, model.config.vocab_size, mask_token_id, special_ids, mlm_probability,
+                                     generator)  # (B, T) each
+        logits = model_logits(model, inputs, att, causal=False)  # (B, T, V)
+        return cross_entropy_loss(logits.float(), labels), int((labels != IGNORE_INDEX).sum())
+
+    return loss_fn
 
 
 @torch.no_grad()
-def evaluate_loss(
+def masked_token_accuracy(
     model: nn.Module,
-    batches: Iterable[Tensor | Mapping[str, Tensor]],
+    batches: Iterable[Batch],
     *,
-    objective: Literal["mlm", "causal"],
-    mask_token_id: int | None = None,
+    mask_token_id: int,
     special_ids: Sequence[int] = (),
-    mlm_probability: float = 0.15,
     generator: torch.Generator | None = None,
-    device: torch.device | str = "cpu",
-) -> float:
-    """Held-out loss: mean NLL (nats) per labelled token over all `batches`, with dropout off.
-
-    The mean is weighted by tokens (total NLL / number of labelled positions), not a mean of batch means, so
-    batches with more targets count more. Pass a seeded `generator` for MLM so that every call masks the same
-    positions. The model's train/eval mode is restored afterwards.
+    k: Sequence[int] = (1, 5),
+    device: torch.device | str | None = None,
+) -> dict[int, float]:
+    """Top-k accuracy of an MLM's predictions at the selected positions (BERT masking, 15%).
 
     Args:
-        model, batches, objective, mask_token_id, special_ids, mlm_probability, generator, device: as in `train`
-            (one pass over `batches`, no cycling).
+        model: a `TinyTransformer` or a transformers masked LM.
+        batches: `(B, T)` ids or dicts with `"input_ids"` and optionally `"attention_mask"`.
+        mask_token_id, special_ids: as in `mlm_loss`.
+        generator: randomness of the masks; default a fresh generator seeded 0, so every call masks the same tokens.
+        k: the k of each top-k accuracy.
+        device: where to run; default where the model is.
 
     Returns:
-        The mean NLL per predicted token; `perplexity(...)` of it is the held-out perplexity.
+        `{k: fraction of the selected tokens whose original id is among the k highest logits}`.
 
     Raises:
-        ValueError: on an unknown objective, a missing `mask_token_id`, or no labelled token in `batches`.
+        ValueError: if a k is < 1 or `batches` hold no token to mask.
     """
-    _check_objective(objective, mask_token_id)
+    if not k or min(k) < 1:
+        raise ValueError(f"k must be a non-empty sequence of ints >= 1, got {k}")
+    generator = torch.Generator().manual_seed(0) if generator is None else generator
+    device = next(model.parameters()).device if device is None else torch.device(device)
     was_training = model.training
-    model.to(device).eval()
-    total, count = 0.0, 0
+    model.eval()
+    hits, count = dict.fromkeys(k, 0), 0
     try:
         for batch in batches:
-            inputs, labels, att = _inputs_and_labels(
-                batch, objective, mask_token_id, model.config.vocab_size, special_ids, mlm_probability, generator,
-                device,
-            )  # fmt: skip
-            logits = model(inputs, attention_mask=att, causal=objective == "causal")  # (B, T', V)
-            nll = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE_INDEX,
-                                  reduction="sum")  # fmt: skip
-            total += nll.item()
-            count += int((labels != IGNORE_INDEX).sum())
+            ids, att = _ids_and_mask(batch)
+            ids, att = ids.to(device), None if att is None else att.to(device)
+            inputs, labels = _mask_batch(ids, att, model.config.vocab_size, mask_token_id, special_ids, 0.15,
+                                         generator)  # (B, T) each
+            selected = labels != IGNORE_INDEX  # (B, T)
+            logits = model_logits(model, inputs, att, causal=False)[selected]  # (n, V)
+            top = logits.topk(max(k), dim=-1).indices  # (n, max k), best first
+            for kk in k:
+                hits[kk] += int((top[:, :kk] == labels[selected][:, None]).any(-1).sum())
+            count += int(selected.sum())
     finally:
         model.train(was_training)
     if count == 0:
-        raise ValueError("batches hold no labelled token: is it empty, or all padding?")
-    return total / count
+        raise ValueError("batches is empty: there is no token to mask")
+    return {kk: hits[kk] / count for kk in k}

@@ -83,11 +83,16 @@ def test_fully_masked_row_gives_zeros_not_nan_like_torch():
     torch.testing.assert_close(out, F.scaled_dot_product_attention(q, k, v, attn_mask=mask), rtol=RTOL, atol=ATOL)
 
 
-def test_attention_weights_are_the_weights_returned():
-    q, k, v = qkv()
-    _, weights = scaled_dot_product_attention(q, k, v, causal_mask(T))
-    torch.testing.assert_close(attention_weights(q, k, causal_mask(T)), weights, rtol=0, atol=0)
-    assert torch.equal(weights[..., 0, 1:], torch.zeros(B, H, T - 1))  # first token sees only itself
+@pytest.mark.parametrize("name", list(MASKS))
+def test_attention_weights_match_torch(name):
+    # PyTorch's SDPA does not return its weights, but with v = identity its output *is* the weight matrix.
+    q, k, _ = qkv()
+    mask = MASKS[name]
+    weights = attention_weights(q, k, mask)
+    eye = torch.eye(T).expand(B, H, T, T)
+    torch.testing.assert_close(weights, F.scaled_dot_product_attention(q, k, eye, attn_mask=mask), rtol=RTOL, atol=ATOL)
+    if name == "causal":
+        assert torch.equal(weights[..., 0, 1:], torch.zeros(B, H, T - 1))  # first token sees only itself
 
 
 def copy_into_torch_mha(mha: MultiHeadAttention) -> nn.MultiheadAttention:

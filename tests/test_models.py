@@ -2,8 +2,10 @@
 
 import pytest
 import torch
+from torch import nn
 
-from lab_utils.models import TinyEncoderDecoder, TinyTransformer, TransformerConfig
+from lab_utils.masks import causal_mask, padding_mask
+from lab_utils.models import TinyEncoderDecoder, TinyTransformer, TransformerBlock, TransformerConfig
 
 # float32 through 2 tiny layers: identical computations on identical inputs agree to rounding (~1e-7); 1e-5 / 1e-6
 # also absorbs the different reduction order of a shorter sequence, while a leak from the future moves logits ~1e-2.
@@ -67,8 +69,62 @@ def test_decoder_prefix_equals_full_forward(model):
     torch.testing.assert_close(model(x[:, :5], causal=True), model(x, causal=True)[:, :5], rtol=RTOL, atol=ATOL)
 
 
+def copy_into_torch_layer(block: TransformerBlock) -> nn.TransformerEncoderLayer:
+    """PyTorch's pre-LN encoder layer holding the block's weights (q, k, v stacked into in_proj)."""
+    ref = nn.TransformerEncoderLayer(CFG.d_model, CFG.n_heads, dim_feedforward=CFG.d_ff, dropout=0.0,
+                                     activation="gelu", batch_first=True, norm_first=True)
+    attn = block.attn
+    with torch.no_grad():
+        ref.self_attn.in_proj_weight.copy_(torch.cat([attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight]))
+        ref.self_attn.in_proj_bias.copy_(torch.cat([attn.q_proj.bias, attn.k_proj.bias, attn.v_proj.bias]))
+        ref.self_attn.out_proj.load_state_dict(attn.out_proj.state_dict())
+        ref.linear1.load_state_dict(block.mlp.fc1.state_dict())
+        ref.linear2.load_state_dict(block.mlp.fc2.state_dict())
+        ref.norm1.load_state_dict(block.ln_1.state_dict())
+        ref.norm2.load_state_dict(block.ln_2.state_dict())
+    return ref.eval()
+
+
+@pytest.mark.parametrize("kind", ["none", "causal", "padding"])
+def test_block_matches_torch_transformer_encoder_layer(kind):
+    # x + attn(ln_1(x)), then x + mlp(ln_2(x)): PyTorch's norm_first layer is the same computation. Catches a block
+    # that drops a residual or a LayerNorm, or swaps their order. Random non-zero biases and norms, so none is a no-op.
+    torch.manual_seed(0)
+    block = TransformerBlock(CFG).eval()
+    with torch.no_grad():
+        for p in block.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    ref = copy_into_torch_layer(block)
+    x = torch.randn(2, 6, CFG.d_model)
+    am = torch.tensor([[1] * 6, [1] * 4 + [0] * 2])
+    if kind == "none":
+        ours, want = block(x), ref(x)
+    elif kind == "causal":
+        ours, want = block(x, causal_mask(6)), ref(x, src_mask=~causal_mask(6))  # PyTorch: True = blocked
+    else:
+        ours, want = block(x, padding_mask(am)), ref(x, src_key_padding_mask=am == 0)
+        ours, want = ours[am.bool()], want[am.bool()]  # PyTorch's fast path zeroes the padded positions' outputs
+    torch.testing.assert_close(ours, want, rtol=1e-4, atol=1e-5)  # float32 through ~5 matmuls, errors ~1e-6
+
+
+def test_decoder_hides_left_padding(model):
+    # Left padding (as for batched generation): the padded keys come before the real tokens, so only the padding
+    # mask hides them. (Right padding proves nothing for a decoder: its causal mask already hides later keys.)
+    x = ids(B=2, T=8)
+    am = torch.tensor([[0, 0, 0] + [1] * 5, [1] * 8])
+    other = x.clone()
+    other[0, :3] = (other[0, :3] + 13) % CFG.vocab_size  # other ids in the padded slots
+    out, out_other = (model(z, attention_mask=am, causal=True) for z in (x, other))
+    torch.testing.assert_close(out_other[0, 3:], out[0, 3:], rtol=RTOL, atol=ATOL)
+    torch.testing.assert_close(out_other[1], out[1], rtol=RTOL, atol=ATOL)
+    # Non-vacuity: without the mask the real positions attend to the padded ids, and change with them.
+    assert not torch.allclose(model(other, causal=True)[0, 3:], model(x, causal=True)[0, 3:], rtol=RTOL, atol=ATOL)
+
+
 @pytest.mark.parametrize("causal", [False, True])
 def test_padding_does_not_change_real_positions(model, causal):
+    # Right padding: for causal=True this holds even without a padding mask (the causal mask hides later keys);
+    # test_decoder_hides_left_padding covers the decoder's padding mask.
     x = ids(B=1, T=5)
     padded = torch.cat([x, torch.full((1, 3), CFG.pad_token_id)], dim=1)  # right padding
     am = torch.tensor([[1] * 5 + [0] * 3])
@@ -80,7 +136,8 @@ def test_padding_does_not_change_real_positions(model, causal):
 
 @pytest.mark.parametrize("cls", [TinyTransformer, TinyEncoderDecoder])
 def test_every_parameter_gets_a_gradient(cls):
-    # Catches a sub-layer that is built but never called (e.g. a block that drops its MLP).
+    # Catches a sub-layer that is built but never called (e.g. a block that drops its MLP). A dropped residual
+    # still leaves every gradient non-zero: test_block_matches_torch_transformer_encoder_layer catches that.
     torch.manual_seed(0)
     model = cls(CFG)
     logits = model(ids(), causal=True) if cls is TinyTransformer else model(ids(), ids(T=5, seed=1))

@@ -1,19 +1,23 @@
-"""Tests for lab_utils.objectives: BERT masking statistics, next-token shift, perplexity, training loop."""
+"""Tests for lab_utils.objectives: BERT masking (vs transformers' collator), next-token loss (vs transformers'
+own `labels=` loss), MLM loss and accuracy, perplexity. Training with these losses is tested in test_training.py."""
 
 import math
 
 import pytest
 import torch
+from transformers import DataCollatorForLanguageModeling
 
+from lab_utils import assets
 from lab_utils.models import TinyTransformer, TransformerConfig
 from lab_utils.objectives import (
     IGNORE_INDEX,
     cross_entropy_loss,
-    evaluate_loss,
     mask_tokens,
+    masked_token_accuracy,
+    mlm_loss,
+    next_token_loss,
     perplexity,
     shift_for_next_token,
-    train,
 )
 
 V, PAD, CLS, SEP, MASK = 500, 0, 1, 2, 3
@@ -112,91 +116,134 @@ def test_perplexity():
     assert perplexity(1e4) == math.inf
 
 
-def tiny_model(seed=0):
-    torch.manual_seed(seed)
-    return TinyTransformer(TransformerConfig(vocab_size=20, max_len=16, d_model=32, n_layers=1, n_heads=2, d_ff=64))
+def mask_rates(ids, inputs, labels, mask_id):
+    """(selection rate among ordinary tokens, [MASK] / unchanged / random fractions of the selected) and counts."""
+    selected = labels != IGNORE_INDEX
+    k = int(selected.sum())
+    frac_mask = int((inputs[selected] == mask_id).sum()) / k
+    frac_same = int((inputs[selected] == ids[selected]).sum()) / k
+    return k, (frac_mask, frac_same, 1 - frac_mask - frac_same)
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny matmuls: thread start-up costs more than the work, and on a busy 2-core runner it costs 10x."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+def test_mlm_statistics_match_transformers_collator():
+    # The same batch of MiniLM ids masked by mask_tokens and by DataCollatorForLanguageModeling (BERT's recipe).
+    tok = assets.load_minilm_tokenizer()
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(1000, len(tok), (300, 64), generator=g)
+    ids[:, 0], ids[:, 40], ids[:, 41:] = tok.cls_token_id, tok.sep_token_id, tok.pad_token_id
+    ours_in, ours_labels = mask_tokens(ids, mask_token_id=tok.mask_token_id, vocab_size=len(tok),
+                                       special_ids=tok.all_special_ids, generator=g)
+    hf = DataCollatorForLanguageModeling(tok, mlm_probability=0.15, seed=0)([{"input_ids": row} for row in ids])
+    special = torch.isin(ids, torch.tensor(tok.all_special_ids))
+    n = int((~special).sum())  # 300 * 39 = 11 700 ordinary tokens
+    for labels in (ours_labels, hf["labels"]):
+        assert not ((labels != IGNORE_INDEX) & special).any()  # [CLS], [SEP], [PAD] never selected
+    k_ours, ours = mask_rates(ids, ours_in, ours_labels, tok.mask_token_id)
+    k_hf, theirs = mask_rates(ids, hf["input_ids"], hf["labels"], tok.mask_token_id)
+    # Two independent binomial rates with the same q differ by std sqrt(q(1-q)(1/n1 + 1/n2)); 5 std -> a false
+    # failure has probability ~6e-7. Selection: 5 * sqrt(.15 * .85 * 2 / 11700) = 0.023; with k ~ 1750 selected
+    # tokens each, the 80% split 5 * sqrt(.16 * 2 / 1750) = 0.068 and the 10% splits 0.051.
+    assert abs(k_ours / n - k_hf / n) < 5 * math.sqrt(0.15 * 0.85 * 2 / n)
+    for q, a, b in zip((0.8, 0.1, 0.1), ours, theirs, strict=True):
+        assert abs(a - b) < 5 * math.sqrt(q * (1 - q) * (1 / k_ours + 1 / k_hf)), (ours, theirs)
 
 
-# The batch holds tokens drawn uniformly from 16 ids, so a model that ignores context cannot beat log(16) = 2.77
-# nats. Falling below half of that within the step budget shows the model, the loop and the labels work together.
-# Measured on seeds 0-1: causal ~0.04 after 30 steps, MLM ~0.75 after 100 steps: each ~2x below the threshold.
-OVERFIT_LOSS = math.log(16) / 2
-
-
-@pytest.mark.parametrize("seed", [0, 1])
-def test_overfits_one_batch_causal(one_thread, seed):
-    ids = torch.randint(4, 20, (4, 12), generator=torch.Generator().manual_seed(seed))
-    history = train(tiny_model(seed), [ids], objective="causal", steps=60, lr=1e-2, progress=False)
-    assert len(history) == 60 and history[0] > 2.5  # starts near log(20) = 3.0: the test is not vacuous
-    assert history[-1] < OVERFIT_LOSS
-
-
-@pytest.mark.parametrize("seed", [0, 1])
-def test_overfits_one_batch_mlm(one_thread, seed):
-    ids = torch.randint(4, 20, (4, 12), generator=torch.Generator().manual_seed(seed))
-    ids[:, 0] = 1  # [CLS]
-    history = train(
-        tiny_model(seed),
-        [{"input_ids": ids, "attention_mask": torch.ones_like(ids)}],
-        objective="mlm",
-        steps=100,
-        lr=1e-2,
-        mask_token_id=3,
-        special_ids=[0, 1, 2, 3],
-        mlm_probability=0.3,
-        generator=torch.Generator().manual_seed(seed),
-        progress=False,
-    )
-    assert len(history) == 100 and history[0] > 2.5
-    assert sum(history[-10:]) / 10 < OVERFIT_LOSS  # MLM losses are noisy (new positions each step): average
-
-
-def test_evaluate_loss_is_token_weighted_and_matches_cross_entropy(one_thread):
-    model = tiny_model()
-    a = torch.randint(4, 20, (2, 10), generator=torch.Generator().manual_seed(0))
-    b = torch.randint(4, 20, (3, 6), generator=torch.Generator().manual_seed(1))
-    train(model, [a], objective="causal", steps=30, lr=1e-2, progress=False)  # memorise a: its loss << b's
+def test_next_token_loss_equals_transformers_labels_loss(tiny_llama):
+    # Hugging Face shifts inside the model (labels = input_ids, -100 = no target); we shift before the loss.
+    ids = torch.randint(3, 64, (3, 9), generator=torch.Generator().manual_seed(0))
+    att = torch.ones_like(ids)
+    att[1, 6:], att[2, 4:] = 0, 0  # right padding
+    ids = ids.masked_fill(att == 0, 0)
     with torch.no_grad():
-        la, lb = (cross_entropy_loss(model(x[:, :-1], causal=True), x[:, 1:]) for x in (a, b))
-    n_a, n_b = 2 * 9, 3 * 5  # labelled positions: B * (T - 1)
-    got = evaluate_loss(model, [a, b], objective="causal")
-    assert math.isclose(got, (la.item() * n_a + lb.item() * n_b) / (n_a + n_b), rel_tol=1e-5)
-    assert not math.isclose(got, (la.item() + lb.item()) / 2, rel_tol=1e-3)  # non-vacuity: not a mean of means
-    assert model.training  # mode restored
+        want = tiny_llama(input_ids=ids, attention_mask=att, labels=ids.masked_fill(att == 0, -100)).loss
+        inputs, labels = shift_for_next_token(ids, att)
+        ours = cross_entropy_loss(tiny_llama(input_ids=inputs, attention_mask=att[:, :-1]).logits, labels)
+        loss, n = next_token_loss(tiny_llama, {"input_ids": ids, "attention_mask": att})
+    torch.testing.assert_close(ours, want)
+    torch.testing.assert_close(loss, want)
+    assert n == 8 + 5 + 3  # targets: T - 1 per row, minus the padded ones
+    without_mask = tiny_llama(input_ids=ids, labels=ids).loss.detach()  # non-vacuity: padding as targets differs
+    assert not torch.allclose(without_mask, want)
 
 
-def test_evaluate_loss_mlm_is_reproducible_and_ignores_dropout():
-    torch.manual_seed(0)
-    config = TransformerConfig(vocab_size=20, max_len=16, d_model=32, n_layers=1, n_heads=2, d_ff=64, dropout=0.5)
-    model = TinyTransformer(config)
+def tiny_model(seed=0, **kwargs):
+    torch.manual_seed(seed)
+    config = TransformerConfig(vocab_size=20, max_len=16, d_model=32, n_layers=2, n_heads=2, d_ff=64, **kwargs)
+    return TinyTransformer(config).eval()
+
+
+def test_next_token_loss_equals_scoring_each_prefix_alone():
+    # Position t predicts token t + 1 from tokens <= t: a forward on the prefix ids[:, :t + 1] alone cannot see the
+    # future, so its last logits are the reference. Catches a next_token_loss that forgets the causal mask.
+    model = tiny_model()
+    ids = torch.randint(4, 20, (2, 8), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        per_t = [torch.nn.functional.cross_entropy(model(ids[:, : t + 1], causal=True)[:, -1], ids[:, t + 1])
+                 for t in range(7)]
+        loss, n = next_token_loss(model, ids)
+    torch.testing.assert_close(loss, torch.stack(per_t).mean(), rtol=1e-5, atol=1e-6)
+    assert n == 2 * 7
+
+
+def test_mlm_loss_selects_only_real_tokens_and_is_reproducible():
+    model = tiny_model()
+    ids = torch.randint(4, 20, (4, 12), generator=torch.Generator().manual_seed(0))
+    att = torch.ones_like(ids)
+    att[:, 8:] = 0  # padding: 32 real tokens of 48, never selected
+    batch = {"input_ids": ids, "attention_mask": att}
+
+    def run(seed, p=0.15):
+        with torch.no_grad():
+            return mlm_loss(mask_token_id=3, special_ids=[0, 1, 2, 3], mlm_probability=p,
+                            generator=torch.Generator().manual_seed(seed))(model, batch)
+
+    assert run(0) == run(0) and run(0)[0] != run(1)[0]  # same seed, same masks; another seed, other masks
+    assert run(0, p=1.0)[1] == 32  # every real token selected, no padded one
+
+
+class Oracle(torch.nn.Module):
+    """An MLM that knows the answers: at every position the true id gets rank `rank` (0 = top) among the logits."""
+
+    def __init__(self, answers, rank, V=20):
+        super().__init__()
+        self.config = TransformerConfig(vocab_size=V, max_len=16)
+        self.answers, self.rank, self.w = answers, rank, torch.nn.Parameter(torch.zeros(1))
+        self.calls = []
+
+    def forward(self, input_ids, attention_mask=None, causal=False):
+        self.calls.append((causal, self.training))
+        V = self.config.vocab_size
+        logits = -torch.arange(V, dtype=torch.float).expand(*input_ids.shape, V).clone()  # token order 0, 1, ...
+        for r in range(self.rank + 1):  # the answer at rank `rank`, preceded by other tokens
+            ids = self.answers if r == self.rank else (self.answers + r + 1) % V
+            logits.scatter_(-1, ids[..., None], 100.0 - r)
+        return logits
+
+
+def test_masked_token_accuracy_counts_the_rank_of_the_answer():
     ids = torch.randint(4, 20, (8, 12), generator=torch.Generator().manual_seed(0))
-    batches = [{"input_ids": ids, "attention_mask": torch.ones_like(ids)}]
-
-    def run(seed):
-        return evaluate_loss(model, batches, objective="mlm", mask_token_id=3, special_ids=[0, 1, 2, 3],
-                             generator=torch.Generator().manual_seed(seed))  # fmt: skip
-
-    assert model.training  # a new module is in train mode: dropout 0.5 would make two calls differ
-    assert run(0) == run(0)  # same masks and dropout off inside evaluate_loss: identical
-    assert run(0) != run(1)  # non-vacuity: other masks, other loss
-    assert model.training  # mode restored
+    for rank, want in [(0, {1: 1.0, 5: 1.0}), (2, {1: 0.0, 5: 1.0}), (6, {1: 0.0, 5: 0.0})]:
+        oracle = Oracle(ids, rank)
+        got = masked_token_accuracy(oracle, [ids], mask_token_id=3, special_ids=[0, 1, 2, 3])
+        assert got == want, (rank, got)
+        assert all(c == (False, False) for c in oracle.calls) and oracle.training  # bidirectional, eval, restored
 
 
-def test_evaluate_loss_rejects_empty_batches():
-    with pytest.raises(ValueError, match="no labelled token"):
-        evaluate_loss(tiny_model(), [], objective="causal")
-    with pytest.raises(ValueError, match="mask_token_id"):
-        evaluate_loss(tiny_model(), [], objective="mlm")
+def test_masked_token_accuracy_is_reproducible():
+    model = tiny_model()
+    ids = torch.randint(4, 20, (8, 12), generator=torch.Generator().manual_seed(0))
+    a = masked_token_accuracy(model, [ids], mask_token_id=3, special_ids=[0, 1, 2, 3])
+    assert a == masked_token_accuracy(model, [ids], mask_token_id=3, special_ids=[0, 1, 2, 3])  # fixed-seed masks
+    assert 0 <= a[1] <= a[5] <= 1
 
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU batch")
+def test_cpu_generator_masks_cuda_ids_as_cpu_ids():
+    ids = batch(B=8)
+    kwargs = dict(mask_token_id=MASK, vocab_size=V, special_ids=SPECIAL)
+    cpu = mask_tokens(ids, generator=torch.Generator().manual_seed(0), **kwargs)
+    gpu = mask_tokens(ids.cuda(), generator=torch.Generator().manual_seed(0), **kwargs)
+    assert gpu[0].is_cuda and all(torch.equal(a, b.cpu()) for a, b in zip(cpu, gpu, strict=True))
 
 @pytest.mark.parametrize(
     ("call", "error", "match"),
@@ -214,10 +261,13 @@ def test_evaluate_loss_rejects_empty_batches():
         (lambda: cross_entropy_loss(torch.randn(1, 2, 5), torch.full((1, 2), -100)), ValueError, "every label"),
         (lambda: perplexity(-1.0), ValueError, ">= 0"),
         (lambda: perplexity(float("nan")), ValueError, ">= 0"),
-        (lambda: train(tiny_model(), [], objective="mlm", steps=1), ValueError, "mask_token_id"),
-        (lambda: train(tiny_model(), [], objective="clm", steps=1), ValueError, "'mlm' or 'causal'"),
-        (lambda: train(tiny_model(), [], objective="causal", steps=1, progress=False), ValueError, "empty"),
-        (lambda: train(tiny_model(), [batch(1)], objective="causal", steps=0), ValueError, "steps must be >= 1"),
+        (lambda: mlm_loss(mask_token_id=3, mlm_probability=1.5), ValueError, "mlm_probability"),
+        (lambda: mlm_loss(mask_token_id=3, special_ids=[0])(tiny_model(), torch.zeros(2, 5, dtype=torch.long)),
+         ValueError,
+         "no token of a batch could be masked"),
+        (lambda: next_token_loss(tiny_model(), {"ids": batch(1)}), ValueError, "'input_ids' entry"),
+        (lambda: masked_token_accuracy(tiny_model(), [], mask_token_id=3), ValueError, "no token to mask"),
+        (lambda: masked_token_accuracy(tiny_model(), [], mask_token_id=3, k=(0,)), ValueError, "k must be"),
     ],
 )
 def test_bad_inputs_raise_clear_errors(call, error, match):

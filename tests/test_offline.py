@@ -1,6 +1,5 @@
 """The suite runs offline: the guard in conftest.py must really stop a connection (otherwise it guards nothing)."""
 
-import os
 import socket
 
 import pytest
@@ -20,5 +19,19 @@ def test_loopback_is_allowed():
     server.close()
 
 
-def test_hub_is_offline():
-    assert os.environ["HF_HUB_OFFLINE"] == "1"
+def test_hub_refuses_downloads_without_trying_the_network(monkeypatch):
+    # Offline mode (HF_HUB_OFFLINE=1, set by conftest.py before huggingface_hub is imported) answers from the cache
+    # or fails at once. Online, the hub would first resolve huggingface.co: the DNS look-up is recorded here.
+    import huggingface_hub
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    lookups = []
+
+    def no_dns(host, *args, **kwargs):
+        lookups.append(host)
+        raise OSError(f"DNS look-up of {host!r} in an offline test")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_dns)
+    with pytest.raises(LocalEntryNotFoundError):
+        huggingface_hub.hf_hub_download("some-org/a-model-nobody-cached", "config.json")
+    assert lookups == [], f"the hub tried to reach {lookups}: offline mode is off"

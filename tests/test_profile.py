@@ -4,9 +4,14 @@ import torch
 from lab_utils import profile
 
 
-def test_auto_profile_follows_cuda(monkeypatch):
+@pytest.mark.parametrize(("cuda", "want"), [(False, "cpu"), (True, "gpu")])
+def test_auto_profile_follows_cuda(monkeypatch, cuda, want):
+    # Both branches on every machine (the CI runner has no GPU): CUDA's presence is faked.
     monkeypatch.delenv("LAB_PROFILE", raising=False)
-    assert profile.profile_name() == ("gpu" if torch.cuda.is_available() else "cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    assert profile.profile_name() == want
+    monkeypatch.setenv("LAB_PROFILE", "cpu")  # the override wins even with a GPU
+    assert profile.profile_name() == "cpu"
 
 
 def test_override_and_pick(monkeypatch):
@@ -23,9 +28,9 @@ def test_bad_profile_names(monkeypatch):
         profile.profile_name()
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error raised on a machine without CUDA")
 def test_gpu_profile_without_cuda_is_an_error(monkeypatch):
     monkeypatch.setenv("LAB_PROFILE", "gpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(RuntimeError, match="no CUDA device"):
         profile.current()
 
@@ -39,7 +44,10 @@ def test_seeding_repeats_and_validates():
         profile.seed_everything(-1)
 
 
-def test_cpu_dtype_is_fp32():
+@pytest.mark.parametrize(("bf16", "want"), [(True, torch.bfloat16), (False, torch.float16)])
+def test_compute_dtype(monkeypatch, bf16, want):
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: bf16)  # a T4 has no bf16: fp16 there
+    assert profile.compute_dtype(torch.device("cuda")) == want
     assert profile.compute_dtype(torch.device("cpu")) == torch.float32
 
 
