@@ -9,6 +9,14 @@ mistake when it is wrong, and prints "✗ ... is not written yet" and returns Fa
 from lab_utils.checks.attention import check_attention
 from lab_utils.checks.masks import check_causal_mask
 from lab_utils.checks.memory import check_model_mib
+from lab_utils.checks.models import check_block_params
 from lab_utils.checks.objectives import check_mean_nll, check_mlm_masking
 
-__all__ = ["check_attention", "check_causal_mask", "check_mean_nll", "check_mlm_masking", "check_model_mib"]
+__all__ = [
+    "check_attention",
+    "check_block_params",
+    "check_causal_mask",
+    "check_mean_nll",
+    "check_mlm_masking",
+    "check_model_mib",
+]
