@@ -24,6 +24,7 @@ __all__ = [
     "masked_token_accuracy",
     "mlm_loss",
     "model_logits",
+    "model_loss",
     "next_token_loss",
     "perplexity",
     "shift_for_next_token",
@@ -221,6 +222,33 @@ def next_token_loss(model: nn.Module, batch: Batch) -> tuple[Tensor, int]:
     inputs, labels = shift_for_next_token(ids, att)  # (B, T-1) each
     logits = model_logits(model, inputs, None if att is None else att[:, :-1], causal=True)  # (B, T-1, V)
     return cross_entropy_loss(logits.float(), labels), int((labels != IGNORE_INDEX).sum())
+
+
+def model_loss(model: nn.Module, batch: Mapping[str, Tensor]) -> tuple[Tensor, int]:
+    """The loss a transformers model with a task head computes itself (a `LossFn`), with its number of targets.
+
+    Args:
+        model: e.g. `AutoModelForSequenceClassification`, `...ForTokenClassification`, `...ForQuestionAnswering`.
+        batch: the model's keyword arguments, targets included: `labels` (`(B,)` or `(B, T)` with `IGNORE_INDEX`
+            where a token has no target) or `start_positions` and `end_positions` (`(B,)` each).
+
+    Returns:
+        `(loss, n)`: the model's mean loss and the number of targets it averaged over (labelled tokens, or examples).
+
+    Raises:
+        ValueError: the batch is not a dict, or has no targets.
+    """
+    if not isinstance(batch, Mapping):
+        raise ValueError(f"model_loss needs a dict batch (the model's keyword arguments), got {type(batch).__name__}")
+    if "labels" in batch:
+        n = int((batch["labels"] != IGNORE_INDEX).sum())
+    elif "start_positions" in batch and "end_positions" in batch:
+        n = len(batch["start_positions"])
+    else:
+        raise ValueError(f"the batch has no targets ('labels', or 'start_positions' and 'end_positions'): "
+                         f"keys {sorted(batch)}")
+    out = model(**batch)
+    return out.loss, n
 
 
 def _mask_batch(ids: Tensor, att: Tensor | None, vocab_size: int, mask_token_id: int, special_ids: Sequence[int],

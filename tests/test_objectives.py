@@ -5,6 +5,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from transformers import DataCollatorForLanguageModeling
 
 from lab_utils import assets
@@ -15,6 +16,7 @@ from lab_utils.objectives import (
     mask_tokens,
     masked_token_accuracy,
     mlm_loss,
+    model_loss,
     next_token_loss,
     perplexity,
     shift_for_next_token,
@@ -273,3 +275,39 @@ def test_cpu_generator_masks_cuda_ids_as_cpu_ids():
 def test_bad_inputs_raise_clear_errors(call, error, match):
     with pytest.raises(error, match=match):
         call()
+
+
+# ---------------------------------------------------------------- model_loss: a transformers head's own loss
+def _tiny_bert(head, num_labels=3):
+    from transformers import BertConfig
+
+    config = BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=32, max_position_embeddings=16, num_labels=num_labels)
+    torch.manual_seed(0)
+    return head(config).eval()
+
+
+def test_model_loss_is_the_heads_loss_and_counts_labelled_tokens():
+    from transformers import BertForTokenClassification
+
+    model = _tiny_bert(BertForTokenClassification)
+    ids = torch.randint(0, 50, (2, 5))
+    labels = torch.tensor([[0, 1, 2, -100, -100], [1, -100, 0, 2, 1]])
+    loss, n = model_loss(model, {"input_ids": ids, "labels": labels})
+    logits = model(input_ids=ids).logits
+    torch.testing.assert_close(loss, F.cross_entropy(logits.view(-1, 3), labels.view(-1), ignore_index=-100))
+    assert n == 7
+
+
+def test_model_loss_counts_examples_for_spans_and_rejects_batches_without_targets():
+    from transformers import BertForQuestionAnswering
+
+    model = _tiny_bert(BertForQuestionAnswering, num_labels=2)  # start and end logits
+    ids = torch.randint(0, 50, (3, 6))
+    batch = {"input_ids": ids, "start_positions": torch.tensor([1, 2, 0]), "end_positions": torch.tensor([2, 4, 0])}
+    loss, n = model_loss(model, batch)
+    assert n == 3 and loss.ndim == 0 and loss > 0
+    with pytest.raises(ValueError, match="no targets"):
+        model_loss(model, {"input_ids": ids})
+    with pytest.raises(ValueError, match="dict batch"):
+        model_loss(model, ids)
