@@ -12,13 +12,20 @@ What students read and call, by chapter:
 - 01 Encoders and decoders: ``masks`` -> ``attention`` -> ``models`` (the tiny from-scratch transformers),
   ``objectives`` (MLM, next token, their losses), ``training`` (the model-agnostic training loop),
   ``generation`` (greedy/sampled generation, NLL scoring); ``checks.masks``, ``checks.attention``,
-  ``checks.objectives``; ``widgets.attention``, ``widgets.training``, ``widgets.diagrams``, ``widgets.embeddings``.
+  ``checks.objectives``; ``widgets.attention``, ``widgets.training``, ``widgets.diagrams``, ``widgets.embeddings``;
+- 02 Fine-tuning and its memory bill: ``tweet_tasks`` (token- and span-level tasks made from the tweets),
+  ``classification`` (metrics, confidence intervals, baselines), ``memory`` (the training-memory calculator and its
+  measurements), ``model_sizes`` (parameter counts of published models from their configurations);
+  ``objectives.model_loss`` with ``training``; ``checks.heads``, ``checks.classification``, ``checks.memory``;
+  ``widgets.classification``, ``widgets.memory``.
 
 What maintainers run: ``maintainers`` (``execute`` and ``provenance``: executing notebooks and stamping them;
 ``book``: the Sphinx extension; ``student``: student editions). Notebooks never import it.
 
 Imports flow one way: ``masks -> attention -> models -> objectives -> training, generation``; ``assets ->
-tweets``; ``checks`` and ``widgets`` import the concept modules; nothing imports ``widgets`` or ``maintainers``.
+tweets -> tweet_tasks``; ``training -> memory`` (a subpackage: ``calculator``, ``activations``,
+``measure``) ``-> model_sizes``; ``classification`` needs only torch and NumPy; ``checks`` and ``widgets``
+import the concept modules; nothing imports ``widgets`` or ``maintainers``.
 """
 
 from lab_utils.profile import pick, setup

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from lab_utils.objectives import Batch, LossFn
 
-__all__ = ["SCHEDULES", "Batch", "History", "LossFn", "evaluate", "lr_factor", "train"]
+__all__ = ["SCHEDULES", "Batch", "History", "LossFn", "evaluate", "lr_factor", "to_device", "train"]
 
 SCHEDULES = ("constant", "linear", "cosine")
 
@@ -67,12 +67,12 @@ def lr_factor(step: int, *, steps: int, warmup_steps: int = 0, schedule: str = "
     return 1.0
 
 
-def _to_device(batch: Any, device: torch.device) -> Any:
+def to_device(batch: Any, device: torch.device) -> Any:
     """Move a tensor, or the tensors in a dict / list / tuple, to `device`."""
     if isinstance(batch, Mapping):
-        return {k: _to_device(v, device) for k, v in batch.items()}
+        return {k: to_device(v, device) for k, v in batch.items()}
     if isinstance(batch, (list, tuple)):
-        return type(batch)(_to_device(v, device) for v in batch)
+        return type(batch)(to_device(v, device) for v in batch)
     return batch.to(device, non_blocking=True) if isinstance(batch, Tensor) else batch
 
 
@@ -108,7 +108,7 @@ def evaluate(model: nn.Module, batches: Iterable[Batch], loss_fn: LossFn, *,
     total, count = 0.0, 0
     try:
         for batch in batches:
-            loss, n = loss_fn(model, _to_device(batch, device))
+            loss, n = loss_fn(model, to_device(batch, device))
             if n > 0:
                 total += float(loss) * n
                 count += n
@@ -199,7 +199,7 @@ def train(
             factor = lr_factor(step, steps=steps, warmup_steps=warmup_steps, schedule=schedule)
             for group, base in zip(optimizer.param_groups, base_lrs, strict=True):
                 group["lr"] = base * factor
-            loss, _n = loss_fn(model, _to_device(batch, device))
+            loss, _n = loss_fn(model, to_device(batch, device))
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"the loss is {loss.item()} at step {step}: lower lr or keep grad_clip")
             optimizer.zero_grad(set_to_none=True)
