@@ -4,7 +4,8 @@ Serves ``_build/html`` on a localhost port, loads each page with every other hos
 the DOM after scripts ran (``--dump-dom``): the landing page has its title and chapter map; notebook pages
 show the provenance banner, plots, rendered ipywidgets and exercises, the Colab launch link and a student-edition
 download (fetched and checked: a valid notebook without solutions); every page has its formulas typeset by the
-vendored MathJax (no raw TeX left). Saves a full-page screenshot of each page to ``_build/screenshots/``.
+vendored MathJax (no raw TeX left); a memory calculator answers without a kernel and shows once, not beside its
+widget. Saves a full-page screenshot of each page to ``_build/screenshots/``.
 Not a pytest module: run ``python tests/browser_check.py`` after a build.
 
     python tests/browser_check.py                                   # intro, first look, every notebook page
@@ -34,7 +35,7 @@ DEFAULT_PAGES = {
     "chapters/00_first_look/first_look.html": [*NOTEBOOK_PAGE_CHECKS, "plot", "widget", "exercise", "math"],
     "chapters/01_transformers/attention_and_masks.html": [*NOTEBOOK_PAGE_CHECKS, "widgets-if-any", "math"],
 }
-OTHER_PAGE_CHECKS = [*NOTEBOOK_PAGE_CHECKS, "widgets-if-any"]  # for --pages entries without "=checks"
+OTHER_PAGE_CHECKS = [*NOTEBOOK_PAGE_CHECKS, "widgets-if-any", "calculators-if-any"]  # for --pages without "=checks"
 COLAB_URL = "https://colab.research.google.com/"  # launch_buttons.colab_url in _config.yml
 STUDENT_LINK_TEXT = "Download the student edition (.ipynb)"  # lab_utils.maintainers.book
 # Text that is code or not shown: raw TeX there is not a rendering failure.
@@ -153,6 +154,29 @@ def check_widgets_if_any(dom: Element) -> tuple[bool, str]:
     return rendered >= views, f"{views} widget view(s) in the page, {rendered} rendered"
 
 
+def _calculators(dom: Element) -> tuple[int, int, int]:
+    """Memory calculators (lab_utils.widgets.memory's static view): found, answering (their script filled in the
+    result table), and widgets rendered in the same cell output (the book should show one view, not both)."""
+    calcs = dom.find_all(lambda e: "lab-memory-calculator" in e.classes)
+    answering = [c for c in calcs if c.attrs.get("data-ready") == "1" and "total" in c.all_text()
+                 and "GiB" in c.all_text()]
+    outputs = [next((a for a in c.ancestors() if "cell_output" in a.classes), None) for c in calcs]
+    twins = sum(len(o.find_all(lambda e: e.classes & {"jupyter-widgets", "lm-Widget"})) for o in outputs if o)
+    return len(calcs), len(answering), twins
+
+
+def check_calculator(dom: Element) -> tuple[bool, str]:
+    found, answering, twins = _calculators(dom)
+    return found >= 1 and answering == found and not twins, \
+        f"{found} calculator(s), {answering} answering without a kernel, {twins} widget(s) beside them"
+
+
+def check_calculators_if_any(dom: Element) -> tuple[bool, str]:
+    found, answering, twins = _calculators(dom)
+    return answering == found and not twins, \
+        f"{found} calculator(s), {answering} answering without a kernel, {twins} widget(s) beside them"
+
+
 def check_exercise(dom: Element) -> tuple[bool, str]:
     exercises = dom.find_all(lambda e: {"exercise", "admonition"} <= e.classes)
     solutions = dom.find_all(lambda e: "solution" in e.classes and "admonition" in e.classes)
@@ -220,7 +244,8 @@ def check_student_edition(dom: Element, page_url: str) -> tuple[bool, str]:
 CHECKS = {"title": check_title, "chapter-map": check_chapter_map, "banner": check_banner, "plot": check_plot,
           "widget": check_widget, "widgets-if-any": check_widgets_if_any, "exercise": check_exercise,
           "colab": check_colab, "no-raw-tex": check_no_raw_tex, "math": check_math,
-          "student-edition": check_student_edition}
+          "student-edition": check_student_edition, "calculator": check_calculator,
+          "calculators-if-any": check_calculators_if_any}
 NEEDS_URL = {"student-edition"}  # checks that also fetch from the page's site
 
 

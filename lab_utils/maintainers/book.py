@@ -3,8 +3,9 @@
 Every notebook page whose ``metadata["lab_provenance"]`` holds a stamp (see ``lab_utils.maintainers.provenance``) gets a
 one-line banner at the top saying which run produced its outputs; pages without a stamp get none. Every notebook
 page links its student edition (``lab_utils.maintainers.student``), written to ``_student/<page>.ipynb`` when the
-build finishes. Pages with ipywidgets load the manager vendored in ``book_static/widgets`` and never a CDN.
-Enabled in ``_config.yml``.
+build finishes. Pages with ipywidgets load the manager vendored in ``book_static/widgets`` and never a CDN. An output
+that carries both a widget and a static HTML stand-in marked with ``STATIC_VIEW_ATTR`` (the memory calculator) shows
+the stand-in: on the page no kernel runs the widget's Python callbacks. Enabled in ``_config.yml``.
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from docutils import nodes
 from sphinx.application import Sphinx
+from sphinx.transforms.post_transforms import SphinxPostTransform
 
 from lab_utils.maintainers.provenance import STAMP_KEY, format_banner
 from lab_utils.maintainers.student import repository_url, write_student_edition
@@ -23,6 +26,9 @@ WIDGET_MANAGER = "_static/widgets/embed-amd.js"  # set by nb_ipywidgets_js in _c
 CSS_FILE = "lab_provenance.css"  # in book_static/, the book's html_static_path
 STUDENT_DIR = "_student"  # in the HTML output: _student/<docname>.ipynb
 STUDENT_LINK_TEXT = "Download the student edition (.ipynb)"
+WIDGET_VIEW_MIME = "application/vnd.jupyter.widget-view+json"
+# The attribute lab_utils.widgets.memory puts on the HTML view that stands in for its widget (same string, tested).
+STATIC_VIEW_ATTR = "data-lab-static-view"
 
 
 def read_stamp(source: Path) -> dict | None:
@@ -93,10 +99,41 @@ def localise_widgets(app: Sphinx, pagename: str, templatename: str, context: dic
     app.add_js_file(None, priority=499, body=body, **{"data-jupyter-widgets-cdn": static + "/npm/"})
 
 
+def prefer_static_views(doctree: nodes.Node) -> int:
+    """Drop the widget view of each output whose text/html holds a ``STATIC_VIEW_ATTR`` stand-in; return how many.
+
+    myst-nb keeps every mime type of an output as a ``mime_bundle`` container until its ``SelectMimeType``
+    post-transform keeps the first one in the builder's priority list, where a widget view outranks HTML. The
+    priority list is global (``nb_mime_priority_overrides``): it cannot prefer HTML for one output only, so this
+    removes the widget from the outputs that ask for it, and the selection then keeps their HTML.
+    """
+    dropped = 0
+    for bundle in list(doctree.findall(nodes.container)):
+        if bundle.get("nb_element") != "mime_bundle":
+            continue
+        views = {child.get("mime_type"): child for child in bundle.children}
+        static = views.get("text/html")
+        if WIDGET_VIEW_MIME in views and static is not None and STATIC_VIEW_ATTR in static.astext():
+            bundle.remove(views[WIDGET_VIEW_MIME])
+            dropped += 1
+    return dropped
+
+
+class PreferStaticViews(SphinxPostTransform):
+    """:func:`prefer_static_views` on every page, before myst-nb's ``SelectMimeType`` (priority 4) picks one."""
+
+    default_priority = 3
+
+    def run(self, **kwargs: Any) -> None:
+        prefer_static_views(self.document)
+
+
 def setup(app: Sphinx) -> dict:
-    """Register the handlers (widgets after myst-nb's, which adds the widget scripts) and the banner's CSS."""
+    """Register the handlers (widgets after myst-nb's, which adds the widget scripts), the static-view choice and
+    the banner's CSS."""
     app.connect("html-page-context", add_banner)
     app.connect("build-finished", write_student_editions)
     app.connect("html-page-context", localise_widgets, priority=600)
+    app.add_post_transform(PreferStaticViews)
     app.add_css_file(CSS_FILE)
     return {"version": "1.0", "parallel_read_safe": True, "parallel_write_safe": True}
