@@ -19,8 +19,8 @@ ROOT = Path(__file__).resolve().parents[1]
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 PROJECT = PYPROJECT["project"]
 # Imported by lab_utils but declared through the package that pins it: the Sphinx extension runs inside
-# jupyter-book's Sphinx, whose version jupyter-book chooses.
-PROVIDED_BY = {"sphinx": "jupyter-book"}
+# jupyter-book's Sphinx (and its docutils), whose versions jupyter-book chooses.
+PROVIDED_BY = {"sphinx": "jupyter-book", "docutils": "jupyter-book"}
 
 
 def _requirements(lines) -> dict[str, Requirement]:
