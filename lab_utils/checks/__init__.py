@@ -7,8 +7,10 @@ mistake when it is wrong, and prints "✗ ... is not written yet" and returns Fa
 """
 
 from lab_utils.checks.attention import check_attention
+from lab_utils.checks.classification import check_wilson_interval
+from lab_utils.checks.heads import check_head_params
 from lab_utils.checks.masks import check_causal_mask
-from lab_utils.checks.memory import check_model_mib
+from lab_utils.checks.memory import check_max_batch, check_model_mib, check_training_mib
 from lab_utils.checks.models import check_block_params
 from lab_utils.checks.objectives import check_mean_nll, check_mlm_masking
 
@@ -16,7 +18,11 @@ __all__ = [
     "check_attention",
     "check_block_params",
     "check_causal_mask",
+    "check_head_params",
+    "check_max_batch",
     "check_mean_nll",
     "check_mlm_masking",
     "check_model_mib",
+    "check_training_mib",
+    "check_wilson_interval",
 ]
