@@ -137,8 +137,11 @@ def build_meta_model(name: str) -> torch.nn.Module:
 
     model = _published(name)
     auto = AutoModelForCausalLM if model.causal_lm else AutoModel
+    # The config first, outside the meta context: reading SmolLM2's may build its cache with from_pretrained, which
+    # refuses to run under a meta device.
+    config = build_config(name)
     with torch.device("meta"), quiet_transformers():
-        return auto.from_config(build_config(name))
+        return auto.from_config(config)
 
 
 @cache

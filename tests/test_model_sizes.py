@@ -1,5 +1,6 @@
 """lab_utils.model_sizes: counts from published configs on the meta device, their breakdown, the lecture's errata."""
 
+import dataclasses
 import json
 
 import pytest
@@ -100,3 +101,18 @@ def test_unknown_names_list_the_known_ones():
 def test_meta_models_take_no_memory():
     model = model_sizes.build_meta_model("BLOOM-176B")
     assert next(model.parameters()).device == torch.device("meta")
+
+
+def test_config_files_are_read_outside_the_meta_device(monkeypatch):
+    # On a fresh machine reading SmolLM2's config first builds its cache with from_pretrained, which raises under
+    # `with torch.device("meta")`. Whatever config_file does must happen before the meta context is entered.
+    published = model_sizes.PUBLISHED["SmolLM2-135M"]
+    real_file = published.config_file
+
+    def reading_must_not_be_on_meta():
+        assert torch.empty(1).device.type != "meta", "the config file was read inside the meta-device context"
+        return real_file()
+
+    monkeypatch.setitem(model_sizes.PUBLISHED, "SmolLM2-135M",
+                        dataclasses.replace(published, config_file=reading_must_not_be_on_meta))  # config not cached
+    assert model_sizes.build_meta_model("SmolLM2-135M").model.embed_tokens.weight.is_meta
