@@ -17,7 +17,8 @@ def glue(name: str, value: Any, display: bool = False) -> None:
 
     Args:
         name: unique within the notebook, e.g. ``"val_loss_mlm"``.
-        value: any object; numbers are what the prose formats (``{glue:text}`\\`name:.2f\\```).
+        value: any object; numbers are what the prose formats (``{glue:text}`\\`name:.2f\\```). NumPy scalars are
+            stored as the Python number they hold.
         display: also show the value in the cell output (default: hidden, the prose shows it).
 
     Raises:
@@ -28,6 +29,8 @@ def glue(name: str, value: Any, display: bool = False) -> None:
 
     if not isinstance(name, str) or not name or any(c.isspace() for c in name):
         raise ValueError(f"glue name must be a non-empty string without spaces, got {name!r}")
+    if type(value).__module__ == "numpy" and hasattr(value, "item") and getattr(value, "ndim", None) == 0:
+        value = value.item()  # np.float64(0.9) displays as "np.float64(0.9)" (NumPy 2), which {glue:text} cannot format
     bundle, metadata = format_display_data(value)
     prefix = "" if display else GLUE_PREFIX
     metadata["scrapbook"] = {"name": name, "mime_prefix": prefix}

@@ -2,6 +2,7 @@
 
 import sys
 
+import numpy as np
 import pandas as pd
 import pytest
 from IPython.core.interactiveshell import InteractiveShell
@@ -71,3 +72,15 @@ def test_bad_names_are_rejected(published, name):
     with pytest.raises(ValueError, match="glue name"):
         glue(name, 1.0)
     assert published == [], "nothing may be published under a name the role cannot refer to"
+
+
+@pytest.mark.parametrize("value", [np.float64(0.8870510396975425), np.float32(0.5), np.int64(7), np.bool_(True)],
+                         ids=lambda v: type(v).__name__)
+def test_numpy_scalars_are_glued_as_python_numbers(published, value):
+    # NumPy 2 shows np.float64(0.887) as "np.float64(0.887)"; {glue:text}`name:.1%` could not format that text.
+    glue("acc", value)
+    [(data, _)] = published
+    text = data[GLUE_PREFIX + "text/plain"]
+    assert text == repr(value.item()) and "np." not in text
+    if not isinstance(value, np.bool_):
+        assert float(text) == pytest.approx(float(value))
