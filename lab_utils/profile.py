@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import platform
 import random
+import warnings
 from dataclasses import dataclass
 from importlib import metadata
 from typing import TypeVar
@@ -125,6 +126,19 @@ def hardware_report(profile: Profile | None = None) -> str:
             f"dtype={str(profile.dtype).removeprefix('torch.')} | python {env['python']} {versions}")
 
 
+# Deprecation notices that libraries raise from their own code, which a student can do nothing about: peft calls
+# transformers' `is_gradient_checkpointing`, renamed in transformers 5.2x (the warning names a machine path).
+LIBRARY_NOISE = (
+    (FutureWarning, r"`is_gradient_checkpointing` is deprecated"),
+)
+
+
+def quiet_library_noise() -> None:
+    """Hide the warnings in ``LIBRARY_NOISE`` (and only those) for the rest of the session."""
+    for category, message in LIBRARY_NOISE:
+        warnings.filterwarnings("ignore", message=message, category=category)
+
+
 def setup(seed: int = 0) -> Profile:
     """Start a notebook: choose the profile, seed everything, cap GPU memory, print the hardware report.
 
@@ -140,5 +154,6 @@ def setup(seed: int = 0) -> Profile:
         cap_gpu_memory()
         torch.cuda.reset_peak_memory_stats()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # every model comes from a local package
+    quiet_library_noise()
     print(hardware_report(profile))
     return profile
