@@ -17,14 +17,20 @@ What students read and call, by chapter:
   ``classification`` (metrics, confidence intervals, baselines), ``memory`` (the training-memory calculator and its
   measurements), ``model_sizes`` (parameter counts of published models from their configurations);
   ``objectives.model_loss`` with ``training``; ``checks.heads``, ``checks.classification``, ``checks.memory``;
-  ``widgets.classification``, ``widgets.memory``.
+  ``widgets.classification``, ``widgets.memory``;
+- 03 Parameter-efficient fine-tuning: ``adaptation`` (the chapter's bench: one task, one training loop, clocks, the
+  one test report), ``freezing`` (train the last layers only), ``adapters`` (bottleneck adapters), ``lora``
+  (LoRA layers, injection, merging), ``prompt_tuning`` (virtual tokens); ``checks.lora``, ``checks.adapters``,
+  ``checks.freezing``, ``checks.prompts``; ``widgets.peft``.
 
 What maintainers run: ``maintainers`` (``execute`` and ``provenance``: executing notebooks and stamping them;
 ``book``: the Sphinx extension; ``student``: student editions). Notebooks never import it.
 
 Imports flow one way: ``masks -> attention -> models -> objectives -> training, generation``; ``assets ->
 tweets -> tweet_tasks``; ``training -> memory`` (a subpackage: ``calculator``, ``activations``,
-``measure``) ``-> model_sizes``; ``classification`` needs only torch and NumPy; ``checks`` and ``widgets``
+``measure``) ``-> model_sizes``; ``classification`` needs only torch and NumPy; ``training``, ``memory``,
+``classification``, ``tweets`` ``-> adaptation``; ``freezing -> adapters, lora, prompt_tuning`` (torch only, and
+the model they are given); ``checks`` and ``widgets``
 import the concept modules; nothing imports ``widgets`` or ``maintainers``.
 """
 

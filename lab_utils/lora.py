@@ -16,6 +16,8 @@ from collections.abc import Iterable, Mapping
 import torch
 from torch import Tensor, nn
 
+from lab_utils.freezing import matches_key
+
 __all__ = ["LoRALinear", "inject_lora", "lora_layers", "lora_parameter_count", "merge_lora", "unmerge_lora"]
 
 
@@ -136,10 +138,6 @@ class LoRALinear(nn.Module):
 # ---------------------------------------------------------------- a whole model
 
 
-def _matches(name: str, key: str) -> bool:
-    """PEFT's rule for a list of target names: the module's full name is the key or ends with '.' + key."""
-    return name == key or name.endswith("." + key)
-
 
 def _keys(value: str | Iterable[str], what: str) -> list[str]:
     keys = [value] if isinstance(value, str) else list(value)
@@ -187,7 +185,7 @@ def inject_lora(model: nn.Module, target_modules: str | Iterable[str], *, r: int
     modules = dict(model.named_modules())
     chosen: dict[str, nn.Linear] = {}
     for key in targets:
-        found = {n: m for n, m in modules.items() if n and _matches(n, key)}
+        found = {n: m for n, m in modules.items() if n and matches_key(n, key)}
         if not found:
             raise ValueError(f"target module {key!r} matches no module of {type(model).__name__}; its Linear layers "
                              f"are: {', '.join(_linear_names(model))}")
@@ -208,7 +206,7 @@ def inject_lora(model: nn.Module, target_modules: str | Iterable[str], *, r: int
         for p in (*layer.lora_A.parameters(), *layer.lora_B.parameters()):
             p.requires_grad_(True)
     for key in keep:
-        found = {n: m for n, m in model.named_modules() if n and _matches(n, key)}
+        found = {n: m for n, m in model.named_modules() if n and matches_key(n, key)}
         if not found:
             raise ValueError(f"trainable module {key!r} matches no module of {type(model).__name__}; pass "
                              "trainable=() if the model has no new head to train")

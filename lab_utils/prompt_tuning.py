@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lab_utils.freezing import matches_key
+
 __all__ = ["LabelWordClassifier", "LabelWordOutput", "PromptTuning", "nearest_tokens", "prepend_prompt"]
 
 IGNORE_INDEX = -100  # Hugging Face's "no target" label, given to the virtual tokens when labels are per token
@@ -61,10 +63,6 @@ def prepend_prompt(prompt: Tensor, inputs_embeds: Tensor,
     return torch.cat((prompts, inputs_embeds), dim=1), torch.cat((ones, attention_mask), dim=1)
 
 
-def _matches(name: str, key: str) -> bool:
-    """PEFT's module-name rule: the whole name, or its last dotted parts."""
-    return name == key or name.endswith("." + key)
-
 
 class PromptTuning(nn.Module):
     """A frozen model with ``n`` trainable virtual tokens in front of its input.
@@ -101,7 +99,7 @@ class PromptTuning(nn.Module):
         if isinstance(trainable, str):
             trainable = (trainable,)
         module_names = [name for name, _ in model.named_modules()]
-        missing = [key for key in trainable if not any(_matches(name, key) for name in module_names)]
+        missing = [key for key in trainable if not any(matches_key(name, key) for name in module_names)]
         if missing:
             top = sorted({name.split(".")[0] for name in module_names if name})
             raise ValueError(f"trainable keys {missing} match no module of {type(model).__name__}; its top-level "
@@ -124,7 +122,7 @@ class PromptTuning(nn.Module):
         self.prompt = nn.Parameter(init)  # (n, h)
         model.requires_grad_(False)  # freeze everything, then unfreeze the `trainable` modules (and their children)
         for name, module in model.named_modules():
-            if any(_matches(name, key) for key in trainable):
+            if any(matches_key(name, key) for key in trainable):
                 module.requires_grad_(True)
 
     @property

@@ -6,22 +6,33 @@ mistake when it is wrong, and prints "✗ ... is not written yet" and returns Fa
 ``from lab_utils.checks import check_causal_mask``.
 """
 
+from lab_utils.checks.adapters import check_adapter_params
 from lab_utils.checks.attention import check_attention
 from lab_utils.checks.classification import check_wilson_interval
+from lab_utils.checks.freezing import check_last_layers_params
 from lab_utils.checks.heads import check_head_params
+from lab_utils.checks.lora import check_linear_to_lora, check_lora_budget, check_lora_forward, check_lora_merge
 from lab_utils.checks.masks import check_causal_mask
 from lab_utils.checks.memory import check_max_batch, check_model_mib, check_training_mib
 from lab_utils.checks.models import check_block_params
 from lab_utils.checks.objectives import check_mean_nll, check_mlm_masking
+from lab_utils.checks.prompts import check_prepend_prompt
 
 __all__ = [
+    "check_adapter_params",
     "check_attention",
     "check_block_params",
     "check_causal_mask",
     "check_head_params",
+    "check_last_layers_params",
+    "check_linear_to_lora",
+    "check_lora_budget",
+    "check_lora_forward",
+    "check_lora_merge",
     "check_max_batch",
     "check_mean_nll",
     "check_mlm_masking",
+    "check_prepend_prompt",
     "check_model_mib",
     "check_training_mib",
     "check_wilson_interval",

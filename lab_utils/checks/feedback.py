@@ -13,14 +13,15 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, NoReturn
 
 import torch
 from torch import Tensor
 
-__all__ = ["StudentFunction", "as_number", "exercise_check", "fail", "success"]
+__all__ = ["StudentFunction", "as_number", "exercise_check", "fail", "name_mistake", "success"]
 
 
 def fail(message: str) -> NoReturn:
@@ -80,6 +81,33 @@ def as_number(value: Any, call: str) -> float:
     except (TypeError, ValueError):
         pass
     fail(f"{call} returned a {type(value).__name__}; return one number (a float or a 0-d tensor)")
+
+
+def name_mistake(
+    got: float,
+    mistakes: Mapping[float, str] | Iterable[tuple[float, str]],
+    default: str,
+    *,
+    rel_tol: float = 1e-9,
+) -> str:
+    """The hint of the first typical mistake whose value ``got`` matches, or ``default`` (the rule) if none does.
+
+    Args:
+        got: the student's (wrong) answer, as a number.
+        mistakes: what each typical mistake would return -> the hint that names it, tried in order; a mapping or
+            ``(value, hint)`` pairs (pairs keep two mistakes that happen to give the same value).
+        default: what to say when no mistake explains ``got``, usually the rule itself.
+        rel_tol: relative tolerance of the match. The default (1e-9) makes integer counts below ~10**8 match
+            exactly while forgiving float rounding; pass a looser one for answers computed in several steps.
+
+    Returns:
+        The hint to show after "expected ...: ".
+    """
+    pairs = mistakes.items() if isinstance(mistakes, Mapping) else mistakes
+    for value, hint in pairs:
+        if math.isclose(got, value, rel_tol=rel_tol):
+            return hint
+    return default
 
 
 @contextlib.contextmanager

@@ -7,7 +7,7 @@ num_labels`` weights and ``num_labels`` biases. The reference count is the real 
 
 from __future__ import annotations
 
-from lab_utils.checks.feedback import StudentFunction, as_number, exercise_check
+from lab_utils.checks.feedback import StudentFunction, as_number, exercise_check, name_mistake
 from lab_utils.checks.feedback import fail as _fail
 from lab_utils.checks.feedback import success as _success
 
@@ -40,10 +40,8 @@ def _hint(got: float, h: int, n: int) -> str:
         h * h + h: "that is the pooler's dense layer (h x h): the classifier maps hidden_size to num_labels",
         2 * (h * n + n): "the head has one Linear, not two",
     }
-    for value, hint in wrong.items():
-        if got == value:
-            return hint
-    return "the head is one Linear(hidden_size, num_labels): hidden_size * num_labels weights + num_labels biases"
+    return name_mistake(got, wrong, "the head is one Linear(hidden_size, num_labels): hidden_size * num_labels "
+                                     "weights + num_labels biases")
 
 
 @exercise_check

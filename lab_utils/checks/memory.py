@@ -14,7 +14,7 @@ from fractions import Fraction
 
 import torch
 
-from lab_utils.checks.feedback import StudentFunction, as_number, exercise_check
+from lab_utils.checks.feedback import StudentFunction, as_number, exercise_check, name_mistake
 from lab_utils.checks.feedback import fail as _fail
 from lab_utils.checks.feedback import success as _success
 
@@ -34,10 +34,7 @@ def _hint(got: float, n: int, nbytes: int) -> str:
         n / 2**20: "you counted one byte per weight whatever the dtype",
         n * 4 / 2**20: "you used 4 bytes (fp32) for every dtype",
     }
-    for value, hint in wrong.items():
-        if math.isclose(got, value, rel_tol=1e-6):
-            return hint
-    return "size = n_params * bytes per weight / 2**20"
+    return name_mistake(got, wrong, "size = n_params * bytes per weight / 2**20", rel_tol=1e-6)
 
 
 @exercise_check

@@ -7,7 +7,7 @@ weights, ``d_ff + d`` biases) and two LayerNorms (``2 d`` each). The reference c
 
 from __future__ import annotations
 
-from lab_utils.checks.feedback import StudentFunction, as_number, exercise_check
+from lab_utils.checks.feedback import StudentFunction, as_number, exercise_check, name_mistake
 from lab_utils.checks.feedback import fail as _fail
 from lab_utils.checks.feedback import success as _success
 from lab_utils.models import TransformerBlock, TransformerConfig
@@ -39,10 +39,7 @@ def _hint(got: float, d: int, f: int) -> str:
         attention + 2 * d * f + 2 * d + norms: "the MLP's biases are d_ff (first Linear) and d (second), not d "
                                                "twice",
     }
-    for value, hint in wrong.items():
-        if got == value:
-            return hint
-    return "attention 4 d^2 + 4 d, MLP 2 d d_ff + d_ff + d, two LayerNorms 2 d each"
+    return name_mistake(got, wrong, "attention 4 d^2 + 4 d, MLP 2 d d_ff + d_ff + d, two LayerNorms 2 d each")
 
 
 @exercise_check
