@@ -9,9 +9,10 @@ Chapter "Parameter-efficient fine-tuning" (chapters/03_peft/lora.ipynb). Needs o
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 
 import torch
 from torch import Tensor, nn
@@ -28,6 +29,22 @@ def _check_rank(r: object, *, minimum: int = 1) -> int:
     if r < minimum:
         raise ValueError(f"r (the rank) must be >= {minimum}, got {r}")
     return r
+
+
+@contextlib.contextmanager
+def _full_precision_matmul() -> Iterator[None]:
+    """float32 matmuls in full precision inside the block (no TF32), whatever the session chose.
+
+    A notebook that sets ``torch.set_float32_matmul_precision("high")`` for speed makes ``B @ A`` a TF32 product on
+    the GPU, with about 3 significant digits: a merge computed that way changes the model's outputs by ~1e-3, not
+    by float32 rounding. Merging happens once, so it can afford the exact product.
+    """
+    previous = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("highest")
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(previous)
 
 
 class LoRALinear(nn.Module):
@@ -105,7 +122,7 @@ class LoRALinear(nn.Module):
         weight = self.base_layer.weight
         if not weight.is_floating_point():
             raise TypeError(f"cannot merge into a {weight.dtype} base weight: de-quantize it first")
-        with torch.no_grad():
+        with torch.no_grad(), _full_precision_matmul():
             weight += self.get_delta_weight().to(weight.dtype)
         self.merged = True
 
@@ -118,7 +135,7 @@ class LoRALinear(nn.Module):
         if not self.merged:
             raise RuntimeError("this LoRALinear is not merged: there is nothing to unmerge")
         weight = self.base_layer.weight
-        with torch.no_grad():
+        with torch.no_grad(), _full_precision_matmul():
             weight -= self.get_delta_weight().to(weight.dtype)
         self.merged = False
 

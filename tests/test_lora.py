@@ -271,3 +271,22 @@ def test_parameter_count_formula_and_bad_inputs():
         lora_parameter_count(minilm_qv, 4, n_layers=0)
     with pytest.raises(ValueError, match="shapes"):
         lora_parameter_count({"query": 384}, 4)
+
+
+def test_merge_computes_the_update_in_full_precision_whatever_the_session_set(monkeypatch):
+    # On a GPU, "high" makes B @ A a TF32 product (~3 digits): the merged model would differ by ~1e-3. The CPU
+    # has no TF32, so the test records the precision in force when the update is computed.
+    layer = LoRALinear(nn.Linear(16, 8), r=4, lora_alpha=8)
+    seen = []
+    original = LoRALinear.get_delta_weight
+    monkeypatch.setattr(LoRALinear, "get_delta_weight",
+                        lambda self: seen.append(torch.get_float32_matmul_precision()) or original(self))
+    previous = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("high")  # what the notebooks choose for speed
+    try:
+        layer.merge()
+        layer.unmerge()
+        assert torch.get_float32_matmul_precision() == "high"  # the session's choice is restored
+    finally:
+        torch.set_float32_matmul_precision(previous)
+    assert seen == ["highest", "highest"]
