@@ -19,8 +19,6 @@ from lab_utils.lora import LoRALinear, inject_lora, lora_layers, lora_parameter_
 
 ATOL, RTOL = 1e-6, 1e-5
 MERGE_ATOL = 1e-5
-# peft calls transformers' renamed `is_gradient_checkpointing`: library noise, not ours.
-pytestmark = pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing` is deprecated:FutureWarning")
 H, N_LAYERS, INTER = 16, 2, 32
 ATTN = ("query", "key", "value", "attention.output.dense")
 
