@@ -100,24 +100,20 @@ def plot_tradeoff(table: pd.DataFrame, *, x: str = "trainable", y: str = "test_a
                              "order (low, high)")
     if ax is None:
         _, ax = plt.subplots(figsize=(7.0, 4.2))
-    rank_in_x = np.argsort(np.argsort(xs, kind="stable"), kind="stable")  # 0 = leftmost
+    handles = []
     for k, name in enumerate(data.index):
         yerr = None if ci is None else [[ys[k] - low[k]], [high[k] - ys[k]]]
-        ax.errorbar([xs[k]], [ys[k]], yerr=yerr, fmt="o", markersize=7, capsize=4, color=f"C{k % 10}",
-                    label=str(name))
-        # Names above-right and below-left in turn from left to right: neighbours at one height do not overlap.
-        above = rank_in_x[k] % 2 == 0
-        ax.annotate(str(name), (xs[k], ys[k]), textcoords="offset points", xytext=(6, 5) if above else (-6, -5),
-                    ha="left" if above else "right", va="bottom" if above else "top", fontsize=9,
-                    color=f"C{k % 10}")
+        handles.append(ax.errorbar([xs[k]], [ys[k]], yerr=yerr, fmt="o", markersize=7, capsize=4,
+                                   color=f"C{k % 10}", label=str(name)))
     if baseline is not None:
-        base_line = ax.axhline(baseline, color=BASELINE_COLOUR, linestyle="--", linewidth=1.2,
-                               label=f"{baseline_label} ({baseline:.1%})" if "acc" in y.lower()
-                               and 0 <= baseline <= 1 else f"{baseline_label} ({baseline:g})")
-        ax.legend(handles=[base_line], fontsize=8, loc="lower right")  # the points are named where they are
+        handles += [ax.axhline(baseline, color=BASELINE_COLOUR, linestyle="--", linewidth=1.2,
+                   label=f"{baseline_label} ({baseline:.1%})" if "acc" in y.lower()
+                   and 0 <= baseline <= 1 else f"{baseline_label} ({baseline:g})")]
+    # A legend, not labels beside the points: methods with close parameter counts and scores (LoRA and prompt
+    # tuning, say) would have overlapping labels.
+    ax.legend(handles=handles, fontsize=8, loc="lower right")
     ax.set_xscale("log")
-    # Room for the names at the right of the points.
-    ax.set_xlim(xs.min() / 3, xs.max() * 8)
+    ax.set_xlim(xs.min() / 3, xs.max() * 3)
     _percent_axis(ax, y, np.concatenate([ys, [] if baseline is None else [baseline]]))
     ax.set_xlabel(f"{_label(x)} parameters (log scale)" if x == "trainable" else f"{_label(x)} (log scale)")
     ax.set_ylabel(_label(y) + (" (95% CI)" if ci is not None else ""))
