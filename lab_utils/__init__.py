@@ -21,7 +21,10 @@ What students read and call, by chapter:
 - 03 Parameter-efficient fine-tuning: ``adaptation`` (the chapter's bench: one task, one training loop, clocks, the
   one test report), ``freezing`` (train the last layers only), ``adapters`` (bottleneck adapters), ``lora``
   (LoRA layers, injection, merging), ``prompt_tuning`` (virtual tokens); ``checks.lora``, ``checks.adapters``,
-  ``checks.freezing``, ``checks.prompts``; ``widgets.peft``.
+  ``checks.freezing``, ``checks.prompts``; ``widgets.peft``;
+- 04 Quantization (in progress: library first): ``formats`` (fp32/fp16/bf16 bit by bit), ``quant`` (absmax,
+  zero-point, NF4, 4-bit packing, double quantization, bitsandbytes-style), ``training``'s ``autocast_dtype`` and
+  ``grad_scaler`` (mixed precision); ``checks.quant``.
 
 What maintainers run: ``maintainers`` (``execute`` and ``provenance``: executing notebooks and stamping them;
 ``book``: the Sphinx extension; ``student``: student editions). Notebooks never import it.
@@ -30,7 +33,7 @@ Imports flow one way: ``masks -> attention -> models -> objectives -> training, 
 tweets -> tweet_tasks``; ``training -> memory`` (a subpackage: ``calculator``, ``activations``,
 ``measure``) ``-> model_sizes``; ``classification`` needs only torch and NumPy; ``training``, ``memory``,
 ``classification``, ``tweets`` ``-> adaptation``; ``freezing -> adapters, lora, prompt_tuning`` (torch only, and
-the model they are given); ``checks`` and ``widgets``
+the model they are given); ``formats`` and ``quant`` need only torch; ``checks`` and ``widgets``
 import the concept modules; nothing imports ``widgets`` or ``maintainers``.
 """
 

@@ -3,11 +3,13 @@
 A loss function `loss_fn(model, batch) -> (mean loss, number of targets)` (e.g. `objectives.next_token_loss`,
 `objectives.mlm_loss(...)`) decides what is learned; `train` runs AdamW with warmup, a decay schedule, gradient
 clipping, periodic validation and early stopping, and records everything in a `History`. Used from chapter
-"Encoders and decoders" on. Steps count from 1: step s is the s-th optimizer update.
+"Encoders and decoders" on; the quantization chapter adds mixed precision (`autocast_dtype`, `grad_scaler`: fp32
+master weights, a bf16/fp16 forward, loss scaling). Steps count from 1: step s is the s-th optimizer update.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -20,9 +22,10 @@ from tqdm.auto import tqdm
 
 from lab_utils.objectives import Batch, LossFn
 
-__all__ = ["SCHEDULES", "Batch", "History", "LossFn", "evaluate", "lr_factor", "to_device", "train"]
+__all__ = ["AUTOCAST_DTYPES", "SCHEDULES", "Batch", "History", "LossFn", "evaluate", "lr_factor", "to_device", "train"]
 
 SCHEDULES = ("constant", "linear", "cosine")
+AUTOCAST_DTYPES = (torch.bfloat16, torch.float16)  # the half-precision formats torch.autocast computes in
 
 
 @dataclass
@@ -37,6 +40,7 @@ class History:
     best_step: int | None = None
     best_val_loss: float | None = None
     records: list[dict] = field(default_factory=list)
+    skipped_steps: list[int] = field(default_factory=list)  # updates a GradScaler skipped (inf/NaN gradients)
 
     def to_frame(self):
         """One row per step (index `step`): `train_loss`, `lr`, `val_loss` (NaN between evaluations), records."""
@@ -139,6 +143,8 @@ def train(
     callback: Callable[[int, nn.Module, float], dict | None] | None = None,
     progress: bool = True,
     desc: str = "train",
+    autocast_dtype: torch.dtype | None = None,
+    grad_scaler: bool | None = None,
 ) -> History:
     """Train `model` on `loss_fn` for `steps` updates; the batches are cycled and moved to `device`.
 
@@ -159,13 +165,24 @@ def train(
         device: where to train (the model is moved); default where the model is.
         callback: `callback(step, model, loss)` after each update; a returned dict is recorded with its step.
         progress, desc: show a tqdm bar with this label (postfix: loss and lr).
+        autocast_dtype: mixed precision: run the forward pass and the loss under
+            `torch.autocast(device.type, dtype=autocast_dtype)` (`torch.bfloat16` or `torch.float16`). The parameters
+            and the optimizer state stay in their dtype (fp32 master weights); None = no autocast. Validation runs
+            without autocast.
+        grad_scaler: scale the loss with a `torch.amp.GradScaler(device.type)` so that small fp16 gradients do not
+            underflow to 0; gradients are unscaled before clipping, and an update whose gradients hold inf/NaN is
+            skipped (recorded in `History.skipped_steps`) and the scale lowered. None = on for fp16 on CUDA only
+            (bf16 has fp32's exponent range and needs no scaling).
 
     Returns:
         The `History`. The model ends in the train/eval mode it started in.
 
     Raises:
-        ValueError: on bad sizes, an unknown schedule, validation options without `val_batches`, no batches.
-        FloatingPointError: if the loss becomes NaN or infinite (lower `lr` or keep `grad_clip`).
+        ValueError: on bad sizes, an unknown schedule, validation options without `val_batches`, no batches, an
+            `autocast_dtype` other than bf16/fp16.
+        TypeError: if `autocast_dtype` is not a torch dtype or `grad_scaler` not a bool or None.
+        FloatingPointError: if the loss becomes NaN or infinite (lower `lr` or keep `grad_clip`); with a grad scaler
+            such a step is skipped and recorded instead.
     """
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be an int >= 1, got {steps!r}")
@@ -181,7 +198,17 @@ def train(
         raise ValueError("eval_every and restore_best need val_batches (held-out batches to validate on)")
     if eval_every is not None and eval_every < 1:
         raise ValueError(f"eval_every must be >= 1 (or None: validate at the last step only), got {eval_every}")
+    if autocast_dtype is not None and not isinstance(autocast_dtype, torch.dtype):
+        raise TypeError(f"autocast_dtype must be a torch dtype such as torch.bfloat16, got {autocast_dtype!r}")
+    if autocast_dtype is not None and autocast_dtype not in AUTOCAST_DTYPES:
+        raise ValueError(f"autocast_dtype must be one of {AUTOCAST_DTYPES} (or None: no mixed precision), "
+                         f"got {autocast_dtype}")
+    if grad_scaler is not None and not isinstance(grad_scaler, bool):
+        raise TypeError(f"grad_scaler must be True, False or None (automatic), got {grad_scaler!r}")
     device = _model_device(model) if device is None else torch.device(device)
+    if grad_scaler is None:
+        grad_scaler = autocast_dtype == torch.float16 and device.type == "cuda"
+    scaler = torch.amp.GradScaler(device.type) if grad_scaler else None
     was_training = model.to(device).training
     params = [p for p in model.parameters() if p.requires_grad]
     if optimizer is None:
@@ -199,14 +226,28 @@ def train(
             factor = lr_factor(step, steps=steps, warmup_steps=warmup_steps, schedule=schedule)
             for group, base in zip(optimizer.param_groups, base_lrs, strict=True):
                 group["lr"] = base * factor
-            loss, _n = loss_fn(model, to_device(batch, device))
-            if not torch.isfinite(loss):
+            autocast = (contextlib.nullcontext() if autocast_dtype is None
+                        else torch.autocast(device.type, dtype=autocast_dtype))
+            with autocast:
+                loss, _n = loss_fn(model, to_device(batch, device))
+            if scaler is None and not torch.isfinite(loss):
                 raise FloatingPointError(f"the loss is {loss.item()} at step {step}: lower lr or keep grad_clip")
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if grad_clip is not None:
-                torch.nn.utils.clip_grad_norm_(params, grad_clip)
-            optimizer.step()
+            if scaler is None:
+                loss.backward()
+                if grad_clip is not None:
+                    torch.nn.utils.clip_grad_norm_(params, grad_clip)
+                optimizer.step()
+            else:
+                scaler.scale(loss).backward()  # d(scale * loss): small fp16 gradients stay above the underflow
+                scaler.unscale_(optimizer)  # true gradients before clipping, so grad_clip means what it says
+                if grad_clip is not None:
+                    torch.nn.utils.clip_grad_norm_(params, grad_clip)
+                scale = scaler.get_scale()
+                scaler.step(optimizer)  # skipped if the gradients hold inf/NaN
+                scaler.update()  # ... and then the scale is lowered: that is how a skip shows
+                if scaler.get_scale() < scale or not torch.isfinite(loss):
+                    history.skipped_steps.append(step)
             history.steps.append(step)
             history.train_loss.append(loss.item())
             history.lr.append(optimizer.param_groups[0]["lr"])

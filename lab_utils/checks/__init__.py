@@ -17,11 +17,15 @@ from lab_utils.checks.memory import check_max_batch, check_model_mib, check_trai
 from lab_utils.checks.models import check_block_params
 from lab_utils.checks.objectives import check_mean_nll, check_mlm_masking
 from lab_utils.checks.prompts import check_prepend_prompt
+from lab_utils.checks.quant import check_absmax_int8, check_bits_per_param, check_block_size, check_zeropoint
 
 __all__ = [
+    "check_absmax_int8",
     "check_adapter_params",
     "check_attention",
+    "check_bits_per_param",
     "check_block_params",
+    "check_block_size",
     "check_causal_mask",
     "check_head_params",
     "check_last_layers_params",
@@ -36,4 +40,5 @@ __all__ = [
     "check_model_mib",
     "check_training_mib",
     "check_wilson_interval",
+    "check_zeropoint",
 ]
