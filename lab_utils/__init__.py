@@ -23,7 +23,8 @@ What students read and call, by chapter:
   (LoRA layers, injection, merging), ``prompt_tuning`` (virtual tokens); ``checks.lora``, ``checks.adapters``,
   ``checks.freezing``, ``checks.prompts``; ``widgets.peft``;
 - 04 Quantization (in progress: library first): ``formats`` (fp32/fp16/bf16 bit by bit), ``quant`` (absmax,
-  zero-point, NF4, 4-bit packing, double quantization, bitsandbytes-style), ``training``'s ``autocast_dtype`` and
+  zero-point, NF4, 4-bit packing, double quantization, bitsandbytes-style), ``gptq`` (GPTQ for one linear layer,
+  against round-to-nearest), ``training``'s ``autocast_dtype`` and
   ``grad_scaler`` (mixed precision); ``checks.quant``.
 
 What maintainers run: ``maintainers`` (``execute`` and ``provenance``: executing notebooks and stamping them;
@@ -33,7 +34,7 @@ Imports flow one way: ``masks -> attention -> models -> objectives -> training, 
 tweets -> tweet_tasks``; ``training -> memory`` (a subpackage: ``calculator``, ``activations``,
 ``measure``) ``-> model_sizes``; ``classification`` needs only torch and NumPy; ``training``, ``memory``,
 ``classification``, ``tweets`` ``-> adaptation``; ``freezing -> adapters, lora, prompt_tuning`` (torch only, and
-the model they are given); ``formats`` and ``quant`` need only torch; ``checks`` and ``widgets``
+the model they are given); ``formats`` and ``quant -> gptq`` need only torch; ``checks`` and ``widgets``
 import the concept modules; nothing imports ``widgets`` or ``maintainers``.
 """
 
