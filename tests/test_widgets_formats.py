@@ -10,8 +10,6 @@ import html
 import json
 import math
 import re
-import shutil
-import subprocess
 from unittest import mock
 
 import pytest
@@ -29,6 +27,7 @@ from lab_utils.widgets.formats import (
     explorer_result_html,
     parse_value,
 )
+from tests.headless import drive_page, run_node
 
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 VALUES = (0.1, 1.0, -2.5, 65504.0, 70000.0, 1e-8, 2.0**-24, 1e-40, 3e38, 0.0, -0.0, math.inf, -math.inf, math.nan)
@@ -161,17 +160,9 @@ def _grid() -> list[float]:
 
 
 def _run_node(tmp_path, body: str):
-    node = shutil.which("node")
-    if node is None:
-        pytest.skip("node is not installed: the page's JavaScript cannot be run here (CI runs it)")
-    script = re.search(r"<script>(.*)</script>", explorer_html(), re.S).group(1)
-    (tmp_path / "explorer.js").write_text(script)
     driver = (f"const E = require({json.dumps(str(tmp_path / 'explorer.js'))});\n"
               f"const C = {json.dumps(explorer_config())};\n{body}")
-    (tmp_path / "driver.js").write_text(driver)
-    run = subprocess.run([node, str(tmp_path / "driver.js")], capture_output=True, text=True, timeout=60)
-    assert run.returncode == 0, run.stderr
-    return json.loads(run.stdout)
+    return run_node(tmp_path, explorer_html(), driver, module="explorer.js")
 
 
 def _js_list(values: list[float]) -> str:  # JS literals: NaN, Infinity and -0 survive (JSON would lose them)
@@ -230,16 +221,7 @@ document.body.appendChild(out);
 
 
 def test_page_in_a_browser_answers_like_the_live_view(tmp_path):
-    chromium = next((p for p in (shutil.which("chromium"), shutil.which("google-chrome")) if p), None)
-    if chromium is None:
-        pytest.skip("Chromium is not installed: the page cannot be driven here (CI installs it)")
-    page = tmp_path / "page.html"
-    page.write_text(f"<!DOCTYPE html><html><head><meta charset='utf-8'></head><body>{explorer_html(0.1)}"
-                    f"<script>{DRIVER}</script></body></html>", encoding="utf-8")
-    run = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", f"--user-data-dir={tmp_path}/p",
-                          "--virtual-time-budget=5000", "--dump-dom", page.as_uri()],
-                         capture_output=True, text=True, timeout=120)
-    log = json.loads(html.unescape(re.search(r'<pre id="driver-out">(.*?)</pre>', run.stdout, re.S).group(1)))
+    log = drive_page(tmp_path, explorer_html(0.1), DRIVER)
     expected = [("0.1", "all"), ("65520", "all"), ("65520", "bf16"), ("-1e-40", "bf16")]
     assert len(log) == len(expected)
     for shown, (text, choice) in zip(log, expected, strict=True):

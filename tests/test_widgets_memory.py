@@ -8,8 +8,6 @@ where node or Chromium is not installed (they are system programs, not Python de
 import html
 import json
 import re
-import shutil
-import subprocess
 from unittest import mock
 
 import matplotlib.pyplot as plt
@@ -31,6 +29,7 @@ from lab_utils.widgets.memory import (
     calculator_config,
     calculator_html,
 )
+from tests.headless import drive_page, run_node
 
 MODELS = {"BERT-base": 109_482_240, "Llama-2-7B": 6_738_415_616, "BLOOM-176B": 176_247_271_424}
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
@@ -194,10 +193,6 @@ def test_page_constants_are_the_library_constants():
     assert config["gpu_gib"] == [16, 24, 80]
 
 
-def _script(page: str) -> str:
-    return re.search(r"<script>(.*)</script>", page, re.S).group(1)
-
-
 GRID_COUNTS = (0, 1, 7, 22_713_216, 109_482_240, 6_738_415_616, 176_247_271_424)
 GRID_PERCENT = (0, 0.1, 1.5, 33.3, 99.99, 100)
 
@@ -219,20 +214,13 @@ def _python_grid() -> list[dict]:
 
 
 def test_page_script_computes_what_the_library_computes(tmp_path):
-    node = shutil.which("node")
-    if node is None:
-        pytest.skip("node is not installed: the page's JavaScript cannot be run here (CI runs it)")
     page = calculator_html(MODELS)
-    (tmp_path / "calculator.js").write_text(_script(page))
     expected = _python_grid()
     driver = (f"const {{estimate}} = require({json.dumps(str(tmp_path / 'calculator.js'))});\n"
               f"const C = {json.dumps(_page_config(page))};\n"
               f"const grid = {json.dumps([row['in'] for row in expected])};\n"
               "console.log(JSON.stringify(grid.map(a => estimate(a[0], a[1], a[2], a[3], a[4], C))));\n")
-    (tmp_path / "driver.js").write_text(driver)
-    run = subprocess.run([node, str(tmp_path / "driver.js")], capture_output=True, text=True, timeout=60)
-    assert run.returncode == 0, run.stderr
-    got = json.loads(run.stdout)
+    got = run_node(tmp_path, page, driver, module="calculator.js")
     assert len(got) == len(expected) == 7 * 6 * 3 * 3 * 4
     for row, js in zip(expected, got, strict=True):
         assert js == {k: v for k, v in row.items() if k != "in"}, row["in"]
@@ -240,17 +228,11 @@ def test_page_script_computes_what_the_library_computes(tmp_path):
 
 
 def test_page_script_rejects_what_the_form_cannot_compute(tmp_path):
-    node = shutil.which("node")
-    if node is None:
-        pytest.skip("node is not installed")
-    (tmp_path / "calculator.js").write_text(_script(calculator_html()))
     driver = (f"const {{estimate}} = require({json.dumps(str(tmp_path / 'calculator.js'))});\n"
               f"const C = {json.dumps(calculator_config())};\n"
               "console.log(JSON.stringify([estimate(-5, 100, 'fp32', 'fp32', 'adam', C),"
               " estimate(1.5, 100, 'fp32', 'fp32', 'adam', C), estimate(10, 101, 'fp32', 'fp32', 'adam', C)]));\n")
-    (tmp_path / "driver.js").write_text(driver)
-    got = json.loads(subprocess.run([node, str(tmp_path / "driver.js")], capture_output=True, text=True,
-                                    timeout=60, check=True).stdout)
+    got = run_node(tmp_path, calculator_html(), driver, module="calculator.js")
     assert [sorted(e) for e in got] == [["error"]] * 3
 
 
@@ -297,16 +279,7 @@ def _text(fragment: str) -> str:
 
 
 def test_page_in_a_browser_answers_like_the_live_view(tmp_path):
-    chromium = next((p for p in (shutil.which("chromium"), shutil.which("google-chrome")) if p), None)
-    if chromium is None:
-        pytest.skip("Chromium is not installed: the page cannot be driven here (CI installs it)")
-    page = tmp_path / "page.html"
-    page.write_text(f"<!DOCTYPE html><html><head><meta charset='utf-8'></head><body>{calculator_html(MODELS)}"
-                    f"<script>{DRIVER}</script></body></html>", encoding="utf-8")
-    run = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", f"--user-data-dir={tmp_path}/p",
-                          "--virtual-time-budget=5000", "--dump-dom", page.as_uri()],
-                         capture_output=True, text=True, timeout=120)
-    log = json.loads(html.unescape(re.search(r'<pre id="driver-out">(.*?)</pre>', run.stdout, re.S).group(1)))
+    log = drive_page(tmp_path, calculator_html(MODELS), DRIVER)
     assert len(log) == len(EXPECTED_STEPS) + 1
     for step, (model, n, pct, dtype, state, opt) in zip(log, EXPECTED_STEPS, strict=False):
         assert (step["model"], int(step["params"])) == (model, n)
