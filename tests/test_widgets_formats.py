@@ -19,7 +19,6 @@ from lab_utils.formats import FORMATS, decode
 from lab_utils.maintainers import book
 from lab_utils.widgets import bit_layout_html, format_explorer
 from lab_utils.widgets.formats import (
-    STATIC_VIEW_ATTR,
     FormatExplorer,
     _layout,
     explorer_config,
@@ -27,6 +26,7 @@ from lab_utils.widgets.formats import (
     explorer_result_html,
     parse_value,
 )
+from lab_utils.widgets.static import STATIC_VIEW_ATTR
 from tests.headless import drive_page, run_node
 
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"

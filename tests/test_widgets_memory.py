@@ -22,13 +22,13 @@ from lab_utils.widgets import memory_calculator, plot_memory_scaling, plot_memor
 from lab_utils.widgets.memory import (
     CALCULATOR_DTYPES,
     CUSTOM,
-    STATIC_VIEW_ATTR,
     MemoryCalculator,
     _result_html,
     _trainable,
     calculator_config,
     calculator_html,
 )
+from lab_utils.widgets.static import STATIC_VIEW_ATTR
 from tests.headless import drive_page, run_node
 
 MODELS = {"BERT-base": 109_482_240, "Llama-2-7B": 6_738_415_616, "BLOOM-176B": 176_247_271_424}

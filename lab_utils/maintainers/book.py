@@ -4,8 +4,9 @@ Every notebook page whose ``metadata["lab_provenance"]`` holds a stamp (see ``la
 one-line banner at the top saying which run produced its outputs; pages without a stamp get none. Every notebook
 page links its student edition (``lab_utils.maintainers.student``), written to ``_student/<page>.ipynb`` when the
 build finishes. Pages with ipywidgets load the manager vendored in ``book_static/widgets`` and never a CDN. An output
-that carries both a widget and a static HTML stand-in marked with ``STATIC_VIEW_ATTR`` (the memory calculator) shows
-the stand-in: on the page no kernel runs the widget's Python callbacks. Enabled in ``_config.yml``.
+that carries both a widget and a static HTML stand-in marked with ``STATIC_VIEW_ATTR`` (``lab_utils.widgets.static``:
+the memory calculator, the format explorer) shows the stand-in: on the page no kernel runs the widget's Python
+callbacks. Enabled in ``_config.yml``.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ CSS_FILE = "lab_provenance.css"  # in book_static/, the book's html_static_path
 STUDENT_DIR = "_student"  # in the HTML output: _student/<docname>.ipynb
 STUDENT_LINK_TEXT = "Download the student edition (.ipynb)"
 WIDGET_VIEW_MIME = "application/vnd.jupyter.widget-view+json"
-# The attribute lab_utils.widgets.memory puts on the HTML view that stands in for its widget (same string, tested).
+# The attribute lab_utils.widgets.static puts on the HTML view that stands in for its widget (same string, tested).
 STATIC_VIEW_ATTR = "data-lab-static-view"
 
 

@@ -7,7 +7,8 @@ attention.py (plot_mask, plot_attention), tokenizers.py (tokenizer_explorer, tok
 training.py (plot_history), diagrams.py (draw_transformer_diagrams), embeddings.py (plot_similarity),
 classification.py (plot_confusion_matrix, plot_trainer_log),
 memory.py (plot_memory_vs_params, plot_memory_scaling, memory_calculator),
-peft.py (plot_tradeoff, plot_rank_sweep, plot_panels), formats.py (bit_layout_html, format_explorer).
+peft.py (plot_tradeoff, plot_rank_sweep, plot_panels), formats.py (bit_layout_html, format_explorer);
+static.py (DualView: a widget output that carries an HTML/JS stand-in for the book's static pages).
 """
 
 from lab_utils.widgets.attention import plot_attention, plot_mask

@@ -20,7 +20,7 @@ import torch
 from IPython.display import display
 
 from lab_utils.formats import FORMATS, Decoded, FloatFormat, decode, get_format
-from lab_utils.widgets.memory import STATIC_VIEW_ATTR
+from lab_utils.widgets.static import STATIC_VIEW_ATTR, DualView
 
 __all__ = ["FormatExplorer", "bit_layout_html", "explorer_html", "explorer_result_html", "format_explorer",
            "parse_value"]
@@ -321,15 +321,15 @@ def explorer_html(value: float = 0.1, choice: str = ALL) -> str:
             "</div></div><script>" + _JS + "</script>")
 
 
-class FormatExplorer:
-    """The explorer as one output with two views: ipywidgets (live) and :func:`explorer_html` (the book's page).
-
-    The book drops the widget view of an output whose HTML carries ``STATIC_VIEW_ATTR`` and shows the HTML, whose
-    script needs no kernel (see ``lab_utils.widgets.memory.MemoryCalculator``).
+class FormatExplorer(DualView):
+    """The explorer as one output with two views (:class:`~lab_utils.widgets.static.DualView`): ipywidgets (live)
+    and :func:`explorer_html` (the book's page).
 
     Args:
         value: the number to start with.
     """
+
+    plain = "Floating-point format explorer (interactive with a kernel, or on the book's page)"
 
     def __init__(self, value: float = 0.1) -> None:
         value = _check_value(value)
@@ -346,11 +346,6 @@ class FormatExplorer:
         """Redraw the layouts from the controls (called on every change)."""
         self.result.value = explorer_result_html(self.text.value, self.format.value)
 
-    def _repr_mimebundle_(self, include=None, exclude=None) -> dict:
-        bundle = self.widget._repr_mimebundle_()
-        bundle["text/html"] = self.html
-        bundle["text/plain"] = "Floating-point format explorer (interactive with a kernel, or on the book's page)"
-        return bundle
 
 
 def format_explorer(value: float = 0.1) -> None:

@@ -22,15 +22,13 @@ from IPython.display import display
 from matplotlib.axes import Axes
 
 from lab_utils import memory
+from lab_utils.widgets.static import STATIC_VIEW_ATTR, DualView
 
 GPU_GIB = (16, 24, 80)  # common cards: T4/V100 16 GB, RTX 3090/4090 24 GB, A100/H100 80 GB
 CALCULATOR_DTYPES = ("fp32", "bf16", "fp16")
 OPTIMIZER_LABELS = {"sgd": "SGD", "momentum": "SGD + momentum", "adam": "Adam", "adamw": "AdamW"}
 CUSTOM = "custom"  # the model choice that lets the reader type a parameter count
 CUSTOM_DEFAULT = 1_000_000_000  # what "custom" starts at when no model is given: a round billion
-# An HTML output carrying this attribute is a static stand-in for the widget in the same output: the book shows it
-# instead of the widget (lab_utils.maintainers.book, STATIC_VIEW_ATTR), whose Python callbacks cannot run there.
-STATIC_VIEW_ATTR = "data-lab-static-view"
 _MIB, _GIB = 2**20, 2**30
 _GRID_COLOUR = "0.45"
 # Result table styles, the same in the live view and the page's script (themes centre tables and pad little).
@@ -302,17 +300,16 @@ def calculator_html(models: Mapping[str, int] | None = None, gpu_gib: Sequence[f
             "<p><i>The calculator needs JavaScript.</i></p></div></div><script>" + _JS + "</script>")
 
 
-class MemoryCalculator:
-    """The calculator as one output with two views: ipywidgets (live) and :func:`calculator_html` (the book page).
-
-    A front end shows one mime type per output: JupyterLab and Notebook rank the widget above HTML (a front end
-    that preferred HTML would show the page's calculator, which answers too). The book drops the widget view of an
-    output whose HTML carries ``STATIC_VIEW_ATTR`` and shows the HTML, whose script needs no kernel.
+class MemoryCalculator(DualView):
+    """The calculator as one output with two views (:class:`~lab_utils.widgets.static.DualView`): ipywidgets (live)
+    and :func:`calculator_html` (the book's page).
 
     Args:
         models: display name -> parameter count.
         gpu_gib: GPU sizes in GiB.
     """
+
+    plain = "Training-memory calculator (interactive with a kernel, or on the book's page)"
 
     def __init__(self, models: Mapping[str, int] | None = None, gpu_gib: Sequence[float] = GPU_GIB) -> None:
         self.models, self.gpu_gib = _models(models), tuple(gpu_gib)
@@ -353,11 +350,6 @@ class MemoryCalculator:
         self.result.value = _result_html(self.params.value, self.trainable.value, self.dtype.value,
                                          self.state_dtype.value, self.optimizer.value, self.gpu_gib)
 
-    def _repr_mimebundle_(self, include=None, exclude=None) -> dict:
-        bundle = self.widget._repr_mimebundle_()
-        bundle["text/html"] = self.html
-        bundle["text/plain"] = "Training-memory calculator (interactive with a kernel, or on the book's page)"
-        return bundle
 
 
 def memory_calculator(models: Mapping[str, int] | None = None) -> None:
