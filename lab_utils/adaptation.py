@@ -25,7 +25,7 @@ from lab_utils.memory import MIB, count_parameters, peak_memory
 from lab_utils.objectives import model_loss
 from lab_utils.training import History, to_device, train
 
-__all__ = ["MAX_LENGTH", "FitResult", "SentimentData", "accuracy_on", "fit", "format_trainable",
+__all__ = ["MAX_LENGTH", "FitResult", "SentimentData", "accuracy_on", "fit", "format_trainable", "logits",
            "inference_latency", "load_sentiment", "new_classifier", "predict", "test_report", "trainable_summary"]
 
 MAX_LENGTH = 64  # tokens per tweet, [CLS] and [SEP] included: nearly every tweet fits
@@ -142,6 +142,31 @@ def _device(device: torch.device | str | None) -> torch.device:
 
 
 @torch.no_grad()
+def logits(model: nn.Module, batches: Sequence[Batch], *, device: torch.device | str | None = None) -> Tensor:
+    """The model's logits over ``batches``, in eval mode, as one float32 tensor on the CPU.
+
+    Returns:
+        Logits of shape (N, num_labels), N the number of examples in ``batches``. The model ends in the mode it
+        started in.
+
+    Raises:
+        ValueError: if ``batches`` is empty.
+    """
+    device = _device(device)
+    was_training = model.to(device).training
+    model.eval()
+    scores = []
+    try:
+        for batch in batches:
+            inputs = {k: v for k, v in to_device(batch, device).items() if k != "labels"}
+            scores.append(model(**inputs).logits.float().cpu())
+    finally:
+        model.train(was_training)
+    if not scores:
+        raise ValueError("batches is empty: nothing to predict")
+    return torch.cat(scores)
+
+
 def predict(model: nn.Module, batches: Sequence[Batch], *,
             device: torch.device | str | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Labels and predicted labels (argmax of the logits) over ``batches``, in eval mode.
@@ -149,21 +174,9 @@ def predict(model: nn.Module, batches: Sequence[Batch], *,
     Returns:
         ``(y_true, y_pred)``, two int arrays of shape (N,). The model ends in the mode it started in.
     """
-    device = _device(device)
-    was_training = model.to(device).training
-    model.eval()
-    y_true, y_pred = [], []
-    try:
-        for batch in batches:
-            batch = to_device(batch, device)
-            inputs = {k: v for k, v in batch.items() if k != "labels"}
-            y_pred.append(model(**inputs).logits.argmax(-1).cpu())
-            y_true.append(batch["labels"].cpu())
-    finally:
-        model.train(was_training)
-    if not y_true:
-        raise ValueError("batches is empty: nothing to predict")
-    return torch.cat(y_true).numpy(), torch.cat(y_pred).numpy()
+    y_pred = logits(model, batches, device=device).argmax(-1)
+    y_true = torch.cat([batch["labels"].cpu() for batch in batches])
+    return y_true.numpy(), y_pred.numpy()
 
 
 def accuracy_on(model: nn.Module, batches: Sequence[Batch], *, device: torch.device | str | None = None) -> float:

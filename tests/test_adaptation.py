@@ -90,9 +90,16 @@ def test_fit_updates_only_trainable_parameters_and_reports(data):
 def test_predict_and_test_report_agree(minilm, data):
     y_true, y_pred = adaptation.predict(minilm, data.test, device="cpu")
     assert y_true.shape == y_pred.shape == (20,)
-    logits = torch.cat([minilm(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits
-                        for b in data.test])
+    with torch.no_grad():
+        logits = torch.cat([minilm(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits
+                            for b in data.test])
     np.testing.assert_array_equal(y_pred, logits.argmax(-1).numpy())
+    minilm.train()
+    got = adaptation.logits(minilm, data.test, device="cpu")  # eval mode inside: no dropout
+    assert minilm.training, "logits() must give the model back in the mode it came in"
+    minilm.eval()
+    assert got.dtype == torch.float32 and got.shape == (20, 2)
+    torch.testing.assert_close(got, logits, rtol=0, atol=1e-6)
     report = adaptation.test_report(minilm, data, device="cpu")
     k = int(np.sum(y_true == y_pred))
     assert report["accuracy"] == k / 20 and report["n"] == 20
@@ -102,6 +109,8 @@ def test_predict_and_test_report_agree(minilm, data):
     assert adaptation.accuracy_on(minilm, data.test, device="cpu") == report["accuracy"]
     with pytest.raises(ValueError, match="empty"):
         adaptation.predict(minilm, [], device="cpu")
+    with pytest.raises(ValueError, match="empty"):
+        adaptation.logits(minilm, [], device="cpu")
 
 
 def test_inference_latency_is_positive_and_keeps_the_mode(minilm, data):

@@ -305,3 +305,16 @@ def test_measure_training_step_copies_nothing_and_validates():
             bert.parameters(), lr=1.0))
     with pytest.raises(ValueError, match="unknown unit"):
         memory.to_unit(1, "MO")
+
+
+def test_count_parameters_counts_packed_4bit_weights_as_weights():
+    import bitsandbytes as bnb
+
+    layer = bnb.nn.Linear4bit(64, 32, bias=True, quant_type="nf4", compute_dtype=torch.float32)
+    layer.weight = bnb.nn.Params4bit(torch.randn(32, 64), requires_grad=False, quant_type="nf4")
+    layer = layer.to("cpu")  # quantizes: the weight is now a uint8 tensor of 64 * 32 / 2 bytes
+    assert layer.weight.dtype == torch.uint8 and layer.weight.numel() == 64 * 32 // 2
+    assert memory.count_parameters(layer) == 64 * 32 + 32  # the weights it holds, and the bias
+    assert memory.count_parameters(layer, trainable_only=True) == 32  # the bias
+    estimate = memory.estimate_model_training_memory(layer)
+    assert estimate.weights == 64 * 32 // 2 + 32 * 4  # bytes as stored: packed 4-bit weight + fp32 bias

@@ -9,6 +9,7 @@ mistake when it is wrong, and prints "✗ ... is not written yet" and returns Fa
 from lab_utils.checks.adapters import check_adapter_params
 from lab_utils.checks.attention import check_attention
 from lab_utils.checks.classification import check_wilson_interval
+from lab_utils.checks.formats import check_float_value
 from lab_utils.checks.freezing import check_last_layers_params
 from lab_utils.checks.heads import check_head_params
 from lab_utils.checks.lora import check_linear_to_lora, check_lora_budget, check_lora_forward, check_lora_merge
@@ -18,6 +19,7 @@ from lab_utils.checks.models import check_block_params
 from lab_utils.checks.objectives import check_mean_nll, check_mlm_masking
 from lab_utils.checks.prompts import check_prepend_prompt
 from lab_utils.checks.quant import check_absmax_int8, check_bits_per_param, check_block_size, check_zeropoint
+from lab_utils.checks.selection import check_choose_method
 
 __all__ = [
     "check_absmax_int8",
@@ -27,6 +29,8 @@ __all__ = [
     "check_block_params",
     "check_block_size",
     "check_causal_mask",
+    "check_float_value",
+    "check_choose_method",
     "check_head_params",
     "check_last_layers_params",
     "check_linear_to_lora",

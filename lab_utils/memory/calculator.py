@@ -70,6 +70,10 @@ def _check_count(value: int, name: str) -> int:
 def count_parameters(model: nn.Module, *, trainable_only: bool = False) -> int:
     """Number of parameters of ``model``; a tensor shared by two modules (tied embeddings) counts once.
 
+    A bitsandbytes 4-bit weight is stored packed, two values per byte, in a uint8 tensor of half the size; it counts
+    as the weights it holds (the shape in its ``quant_state``), not as its bytes. Byte counts (the estimates below)
+    use the stored size.
+
     Args:
         model: any ``nn.Module`` (also on the meta device).
         trainable_only: count only parameters with ``requires_grad``.
@@ -77,7 +81,14 @@ def count_parameters(model: nn.Module, *, trainable_only: bool = False) -> int:
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     # .parameters() yields each Parameter object once, so tied weights are not counted twice.
-    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+    return sum(_n_values(p) for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+def _n_values(p: torch.Tensor) -> int:
+    """How many numbers ``p`` represents: its numel, or for a packed 4-bit bitsandbytes weight its original shape's."""
+    state = getattr(p, "quant_state", None)
+    shape = getattr(state, "shape", None)
+    return int(torch.Size(shape).numel()) if shape is not None else p.numel()
 
 
 @dataclass(frozen=True)
