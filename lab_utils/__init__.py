@@ -22,10 +22,13 @@ What students read and call, by chapter:
   one test report), ``freezing`` (train the last layers only), ``adapters`` (bottleneck adapters), ``lora``
   (LoRA layers, injection, merging), ``prompt_tuning`` (virtual tokens); ``checks.lora``, ``checks.adapters``,
   ``checks.freezing``, ``checks.prompts``; ``widgets.peft``;
-- 04 Quantization (in progress: library first): ``formats`` (fp32/fp16/bf16 bit by bit), ``quant`` (absmax,
-  zero-point, NF4, 4-bit packing, double quantization, bitsandbytes-style), ``gptq`` (GPTQ for one linear layer,
-  against round-to-nearest), ``training``'s ``autocast_dtype`` and
-  ``grad_scaler`` (mixed precision); ``checks.quant``.
+- 04 Quantization: ``formats`` (fp32/fp16/bf16 bit by bit), ``quant`` (absmax, zero-point, NF4, 4-bit packing,
+  double quantization, bitsandbytes-style), ``weight_quant`` (a model's linear weights quantized and stored
+  de-quantized: what the rounding alone costs), ``gptq`` (GPTQ for one linear layer, against round-to-nearest),
+  ``qlora`` (MiniLM with a 4-bit bitsandbytes base and PEFT's LoRA; also the comparison's QLoRA row),
+  ``training``'s ``autocast_dtype`` and ``grad_scaler`` (mixed precision); ``checks.formats``, ``checks.quant``,
+  ``checks.gptq``, ``checks.qlora``; ``widgets.formats``.
+  Chapter 3's comparison also uses ``checks.selection`` (choosing a method on validation).
 
 What maintainers run: ``maintainers`` (``execute`` and ``provenance``: executing notebooks and stamping them;
 ``book``: the Sphinx extension; ``student``: student editions). Notebooks never import it.
@@ -34,8 +37,9 @@ Imports flow one way: ``masks -> attention -> models -> objectives -> training, 
 tweets -> tweet_tasks``; ``training -> memory`` (a subpackage: ``calculator``, ``activations``,
 ``measure``) ``-> model_sizes``; ``classification`` needs only torch and NumPy; ``training``, ``memory``,
 ``classification``, ``tweets`` ``-> adaptation``; ``freezing -> adapters, lora, prompt_tuning`` (torch only, and
-the model they are given); ``formats`` and ``quant -> gptq`` need only torch; ``checks`` and ``widgets``
-import the concept modules; nothing imports ``widgets`` or ``maintainers``.
+the model they are given); ``formats`` and ``quant -> gptq, weight_quant`` need only torch; ``assets``,
+``tweets`` ``-> qlora`` (with transformers, PEFT and bitsandbytes); ``checks`` and ``widgets`` import the concept
+modules; nothing imports ``widgets`` or ``maintainers``.
 """
 
 from lab_utils.profile import pick, setup

@@ -25,13 +25,16 @@ def _check_weight(weight: object) -> Tensor:
     return weight
 
 
-def _check_inputs(inputs: object, n_in: int) -> Tensor:
+def _check_inputs(inputs: object, n_in: int, device: torch.device) -> Tensor:
     if not isinstance(inputs, Tensor) or not inputs.is_floating_point() or inputs.dim() != 2:
         raise TypeError(f"inputs must be a 2-D floating-point tensor (N, in) of calibration activations; got "
                         f"{type(inputs).__name__} {tuple(getattr(inputs, 'shape', ()))}: flatten (batch, seq, in) "
                         "with inputs.reshape(-1, in)")
     if inputs.shape[1] != n_in:
         raise ValueError(f"inputs have {inputs.shape[1]} features but the weight has {n_in} input columns")
+    if inputs.device != device:
+        raise ValueError(f"inputs are on {inputs.device} but the weight is on {device}: move them to the same device "
+                         "(inputs.to(weight.device))")
     if inputs.shape[0] == 0 or not torch.isfinite(inputs).all():
         raise ValueError("inputs must hold at least one finite row (no inf/nan)")
     return inputs
@@ -104,7 +107,8 @@ def gptq_quantize(weight: Tensor, inputs: Tensor, *, bits: int = 4, blocksize: i
 
     Args:
         weight: `(out, in)` floating point (nn.Linear.weight).
-        inputs: `(N, in)` calibration activations (the layer's inputs; flatten batch and sequence).
+        inputs: `(N, in)` calibration activations (the layer's inputs; flatten batch and sequence), on the
+            weight's device. Every tensor returned is on that device (CPU or CUDA).
         bits: 2..8.
         blocksize: group size along `in` (the last group may be shorter), or None for one grid per row.
         damp: fraction of the mean Hessian diagonal added to it (>= 0); raise it if the Cholesky factorisation fails.
@@ -123,7 +127,7 @@ def gptq_quantize(weight: Tensor, inputs: Tensor, *, bits: int = 4, blocksize: i
     """
     weight = _check_weight(weight)
     n_out, n_in = weight.shape
-    X = _check_inputs(inputs, n_in)
+    X = _check_inputs(inputs, n_in, weight.device)
     group = _check_common(weight, bits, blocksize)
     if isinstance(damp, bool) or not isinstance(damp, (int, float)) or not damp >= 0:
         raise ValueError(f"damp must be a number >= 0 (0.01 in the paper), got {damp!r}")
@@ -139,9 +143,10 @@ def gptq_quantize(weight: Tensor, inputs: Tensor, *, bits: int = 4, blocksize: i
     H[dead, dead] = 1.0
     W[:, dead] = 0.0
     lam = damp * torch.diag(H).mean().item()
-    H += lam * torch.eye(n_in, dtype=H.dtype)
+    H += lam * torch.eye(n_in, dtype=H.dtype, device=H.device)
 
-    perm = torch.argsort(torch.diag(H), descending=True) if act_order else torch.arange(n_in)
+    dev = W.device  # every tensor below lives on the weight's device (CPU or CUDA)
+    perm = torch.argsort(torch.diag(H), descending=True) if act_order else torch.arange(n_in, device=dev)
     W, H = W[:, perm], H[perm][:, perm]
     try:
         L = torch.linalg.cholesky(H)
@@ -152,12 +157,12 @@ def gptq_quantize(weight: Tensor, inputs: Tensor, *, bits: int = 4, blocksize: i
 
     Q = torch.zeros_like(W)  # codes, in processing order
     n_groups = -(-n_in // group)
-    scale = torch.zeros(n_out, n_groups)
-    zero = torch.zeros(n_out, n_groups)
-    loss = 0.0
+    scale = torch.zeros(n_out, n_groups, device=dev)  # float32, as quant.py's scales
+    zero = torch.zeros(n_out, n_groups, device=dev)
+    loss = torch.zeros((), dtype=W.dtype, device=dev)  # a tensor: no GPU sync per column
     for i1 in range(0, n_in, lazy_batch):
         i2 = min(i1 + lazy_batch, n_in)
-        W1, Err1 = W[:, i1:i2].clone(), torch.zeros(n_out, i2 - i1, dtype=W.dtype)  # (out, b)
+        W1, Err1 = W[:, i1:i2].clone(), torch.zeros(n_out, i2 - i1, dtype=W.dtype, device=dev)  # (out, b)
         for i in range(i2 - i1):
             j = i1 + i
             if j % group == 0:
@@ -174,16 +179,16 @@ def gptq_quantize(weight: Tensor, inputs: Tensor, *, bits: int = 4, blocksize: i
             err = (w - (q - z.double()) / s.double()) / d  # (out,)
             W1[:, i:] -= err[:, None] * U[j, i1 + i:i2][None, :]  # OBS update of this batch's remaining columns
             Err1[:, i], Q[:, j] = err, q
-            loss += err.pow(2).sum().item() / 2
+            loss += err.pow(2).sum() / 2
         W[:, i2:] -= Err1 @ U[i1:i2, i2:]  # the lazy update of all later columns, once per batch
 
     inv = torch.argsort(perm)
-    g_idx = (torch.arange(n_in) // group)[inv]  # (in,) group of each original column
+    g_idx = (torch.arange(n_in, device=dev) // group)[inv]  # (in,) group of each original column
     q_codes = Q[:, inv].to(torch.uint8)
     zero_point = zero.to(torch.int32)
     w_hat = _dequantize(q_codes, scale, zero_point, g_idx).to(weight.dtype)
     info = {"q": q_codes, "scale": scale, "zero_point": zero_point, "g_idx": g_idx,
-            "perm": perm if act_order else None, "damp": lam, "loss": loss}
+            "perm": perm if act_order else None, "damp": lam, "loss": loss.item()}
     return w_hat, info
 
 
@@ -191,7 +196,7 @@ def layer_output_error(weight: Tensor, w_hat: Tensor, inputs: Tensor) -> float:
     """Relative layer-output error ||X W^T - X W_hat^T||_F^2 / ||X W^T||_F^2 (float64; 0 when W_hat = W).
 
     Args:
-        weight, w_hat: `(out, in)`. inputs: `(N, in)`.
+        weight, w_hat: `(out, in)`. inputs: `(N, in)`, on the weight's device.
 
     Raises:
         TypeError, ValueError: shapes that do not match, or X W^T = 0 (the ratio is undefined).
@@ -200,9 +205,9 @@ def layer_output_error(weight: Tensor, w_hat: Tensor, inputs: Tensor) -> float:
     if not isinstance(w_hat, Tensor) or w_hat.shape != weight.shape:
         raise ValueError(f"w_hat must be a tensor of the weight's shape {tuple(weight.shape)}, got "
                          f"{tuple(getattr(w_hat, 'shape', ()))}")
-    X = _check_inputs(inputs, weight.shape[1]).double()
+    X = _check_inputs(inputs, weight.shape[1], weight.device).double()
     ref = X @ weight.double().T  # (N, out)
     denom = ref.pow(2).sum().item()
     if denom == 0:
         raise ValueError("X W^T is all zeros: the relative error is undefined; use other inputs")
-    return (ref - X @ w_hat.double().T).pow(2).sum().item() / denom
+    return (ref - X @ w_hat.double().to(X.device).T).pow(2).sum().item() / denom

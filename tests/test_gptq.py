@@ -191,3 +191,25 @@ def test_bad_inputs_raise():
     # rank-deficient H without damping: a clear message, not a LinAlgError
     with pytest.raises(ValueError, match="raise damp"):
         gptq_quantize(W, X[:3], damp=0.0)
+
+
+def test_outputs_follow_the_weight_device_and_inputs_must_match():
+    W, X = weights(8, 32, 7), correlated(64, 32, 8)
+    w_hat, info = gptq_quantize(W, X, bits=4, blocksize=8, act_order=True)
+    for t in [w_hat] + [v for v in info.values() if isinstance(v, torch.Tensor)]:
+        assert t.device == W.device
+    assert isinstance(info["loss"], float)
+    with pytest.raises(ValueError, match="same device"):
+        gptq_quantize(W, X.to("meta"), bits=4)
+    with pytest.raises(ValueError, match="same device"):
+        layer_output_error(W, w_hat, X.to("meta"))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_matches_cpu():
+    W, X = weights(16, 64, 3), correlated(128, 64, 4)
+    w_cpu, info_cpu = gptq_quantize(W, X, bits=4, blocksize=16, act_order=True)
+    w_gpu, info_gpu = gptq_quantize(W.cuda(), X.cuda(), bits=4, blocksize=16, act_order=True)
+    assert w_gpu.is_cuda and info_gpu["q"].is_cuda
+    assert torch.allclose(w_gpu.cpu(), w_cpu, atol=1e-5)
+    assert info_gpu["loss"] == pytest.approx(info_cpu["loss"], rel=1e-6)

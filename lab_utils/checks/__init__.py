@@ -11,6 +11,7 @@ from lab_utils.checks.attention import check_attention
 from lab_utils.checks.classification import check_wilson_interval
 from lab_utils.checks.formats import check_float_value
 from lab_utils.checks.freezing import check_last_layers_params
+from lab_utils.checks.gptq import check_quantize_column
 from lab_utils.checks.heads import check_head_params
 from lab_utils.checks.lora import check_linear_to_lora, check_lora_budget, check_lora_forward, check_lora_merge
 from lab_utils.checks.masks import check_causal_mask
@@ -18,6 +19,7 @@ from lab_utils.checks.memory import check_max_batch, check_model_mib, check_trai
 from lab_utils.checks.models import check_block_params
 from lab_utils.checks.objectives import check_mean_nll, check_mlm_masking
 from lab_utils.checks.prompts import check_prepend_prompt
+from lab_utils.checks.qlora import check_qlora_bytes
 from lab_utils.checks.quant import check_absmax_int8, check_bits_per_param, check_block_size, check_zeropoint
 from lab_utils.checks.selection import check_choose_method
 
@@ -41,6 +43,8 @@ __all__ = [
     "check_mean_nll",
     "check_mlm_masking",
     "check_prepend_prompt",
+    "check_qlora_bytes",
+    "check_quantize_column",
     "check_model_mib",
     "check_training_mib",
     "check_wilson_interval",
