@@ -57,6 +57,16 @@ def test_execute_stamps_and_detects_staleness(tmp_path):
     assert any("never executed" in r for r in provenance.stale_reasons(nb))
 
 
+def test_execute_keeps_figures_when_the_environment_sets_a_script_backend(tmp_path, monkeypatch):
+    monkeypatch.setenv("MPLBACKEND", "Agg")  # as the Makefile exports for every command
+    path = tmp_path / "plot.ipynb"
+    nbformat.write(_notebook("import matplotlib.pyplot as plt\nplt.plot([0, 1], [1, 0])\nplt.show()"), path)
+    execute.execute_notebook(path, timeout=120)
+    outputs = json.loads(path.read_text())["cells"][1]["outputs"]
+    assert any("image/png" in o.get("data", {}) for o in outputs), "the figure must be in the committed outputs"
+    assert execute.os.environ["MPLBACKEND"] == "Agg", "the caller's environment is restored"
+
+
 def test_library_hash_sees_lab_utils_but_not_maintainers(tmp_path):
     package = tmp_path / "lab_utils"
     shutil.copytree(provenance.PACKAGE_DIR, package, ignore=shutil.ignore_patterns("__pycache__"))

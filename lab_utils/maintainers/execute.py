@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -56,8 +57,16 @@ def execute_notebook(path: Path, timeout: int = 1800, kernel_name: str = "python
     nb.cells.append(nbformat.v4.new_code_cell(PROBE))
     client = NotebookClient(nb, timeout=timeout, kernel_name=kernel_name, store_widget_state=True,
                             resources={"metadata": {"path": str(path.parent.resolve())}})
+    # The kernel inherits this process's environment. A MPLBACKEND meant for scripts and tests (the Makefile exports
+    # Agg) would replace the kernel's inline backend: plt.show() would draw nothing, and the committed outputs would
+    # have lost every figure. The kernel starts without it; this process gets it back afterwards.
+    backend = os.environ.pop("MPLBACKEND", None)
     start = time.perf_counter()
-    client.execute()
+    try:
+        client.execute()
+    finally:
+        if backend is not None:
+            os.environ["MPLBACKEND"] = backend
     wall = time.perf_counter() - start
     probe = nb.cells.pop()
     text = "".join(o.get("text", "") for o in probe.outputs if o.get("output_type") == "stream")
