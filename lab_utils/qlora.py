@@ -18,7 +18,7 @@ from torch import nn
 from lab_utils import assets, profile, tweets
 
 __all__ = ["BASES", "HEAD_MODULES", "LORA_TARGETS", "base_footprint", "encoder_bits_per_weight", "qlora_classifier",
-           "quantization_config", "quantized_linear_count"]
+           "quant_constant_bytes", "quantization_config", "quantized_linear_count"]
 
 LORA_TARGETS = ("query", "key", "value", "attention.output.dense")  # chapter 3's LoRA: the attention projections
 # The head, trained in full by every method of chapter 3 and never quantized (a trained 4-bit weight cannot take a
@@ -154,7 +154,7 @@ def qlora_classifier(*, base: str = "nf4", r: int = 16, lora_alpha: float = 32, 
 
 def _quant_state_bytes(state) -> int:
     # bitsandbytes' QuantState: the block absmax (fp32, or uint8 + its own state with double quantization),
-    # the 16-entry code and an offset. None of them is a parameter or a buffer, so the footprint adds them here.
+    # the 16-entry code and an offset.
     if state is None:
         return 0
     total = 0
@@ -165,9 +165,31 @@ def _quant_state_bytes(state) -> int:
     return total + _quant_state_bytes(getattr(state, "state2", None))
 
 
+def quant_constant_bytes(model: nn.Module) -> int:
+    """Bytes of the bitsandbytes constants stored beside the quantized weights: each 4-bit weight's block absmax,
+    code and offset (and their own constants with double quantization), each 8-bit weight's row scales (``SCB``).
+
+    They are not parameters or buffers, so ``get_memory_footprint`` and a sum over ``parameters()`` miss them. Call
+    it before the first forward pass of an 8-bit model, which moves the row scales elsewhere.
+
+    Raises:
+        TypeError: ``model`` is not a module.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    total = 0
+    for param in model.parameters():
+        total += _quant_state_bytes(getattr(param, "quant_state", None))
+        scales = getattr(param, "SCB", None)  # LLM.int8()'s per-row absmax
+        if torch.is_tensor(scales):
+            total += scales.numel() * scales.element_size()
+    return total
+
+
 def base_footprint(model: nn.Module) -> int:
     """Bytes of the base model's weights as stored: every parameter and buffer except PEFT's trained ones (LoRA
-    matrices, trainable copies of the head), plus the bitsandbytes block constants of the 4-bit weights.
+    matrices, trainable copies of the head), plus the bitsandbytes constants of the quantized weights
+    (:func:`quant_constant_bytes`).
 
     Args:
         model: any model: a bare transformers model (everything counts) or one from :func:`qlora_classifier`
@@ -178,11 +200,10 @@ def base_footprint(model: nn.Module) -> int:
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    total = 0
-    for name, param in model.named_parameters():
-        if "lora_" not in name and "modules_to_save" not in name:
-            total += param.numel() * param.element_size() + _quant_state_bytes(getattr(param, "quant_state", None))
-    return total + sum(b.numel() * b.element_size() for b in model.buffers())
+    weights = sum(param.numel() * param.element_size() for name, param in model.named_parameters()
+                  if "lora_" not in name and "modules_to_save" not in name)
+    buffers = sum(b.numel() * b.element_size() for b in model.buffers())
+    return weights + buffers + quant_constant_bytes(model)  # LoRA and head copies are never quantized
 
 
 def quantized_linear_count(model: nn.Module) -> int:

@@ -24,6 +24,7 @@ from lab_utils.qlora import (
     base_footprint,
     encoder_bits_per_weight,
     qlora_classifier,
+    quant_constant_bytes,
     quantization_config,
     quantized_linear_count,
 )
@@ -121,6 +122,18 @@ def test_footprint_counts_bytes(nf4, fp32_minilm):
     assert base_footprint(nf4) == expected_4bit + rest + biases + 4 * head_copy + buffers
     assert encoder_bits_per_weight(nf4) == pytest.approx(8 * expected_4bit / n_lin, rel=1e-12)  # 4.5 + the codes
     assert encoder_bits_per_weight(fp32_minilm) == 32
+    assert quant_constant_bytes(nf4) == 4 * n_lin // 64 + n_quantized * 16 * 4  # absmax + code tables only
+    assert quant_constant_bytes(fp32_minilm) == 0
+
+
+def test_int8_row_scales_are_counted():
+    from bitsandbytes.nn import Linear8bitLt
+
+    layer = Linear8bitLt(64, 48, bias=False, has_fp16_weights=False)
+    layer.weight = type(layer.weight)(torch.randn(48, 64), requires_grad=False, has_fp16_weights=False)
+    layer = layer.to("cpu")  # quantizes: int8 codes + one fp32 scale (absmax) per output row
+    assert layer.weight.dtype == torch.int8
+    assert quant_constant_bytes(layer) == 48 * 4
 
 
 def test_double_quant_and_16_bit_bases_are_smaller(nf4, fp32_minilm):
@@ -165,5 +178,7 @@ def test_bad_config_and_footprint_inputs():
         quantization_config(compute_dtype=torch.int8)
     with pytest.raises(TypeError, match="torch.nn.Module"):
         base_footprint("model")
+    with pytest.raises(TypeError, match="torch.nn.Module"):
+        quant_constant_bytes(None)
     with pytest.raises(ValueError, match="no linear layer"):
         encoder_bits_per_weight(nn.Sequential(nn.Linear(2, 2)))
