@@ -39,3 +39,15 @@ def test_first_cell_installs_the_course_on_colab_only(path):
 def test_readme_shows_the_same_colab_cell():
     readme = (ROOT / "README.md").read_text()
     assert textwrap.indent(COLAB_CELL, "  ") in readme  # inside a list item, hence indented
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=str)
+def test_every_cell_that_shows_a_figure_has_one_in_its_outputs(path):
+    # Committed outputs are what the site shows. A kernel that inherits MPLBACKEND=Agg (the Makefile exports it for
+    # scripts) draws nothing on plt.show() and loses every figure while keeping every number.
+    nb = nbformat.read(ROOT / path, as_version=4)
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type != "code" or "plt.show()" not in cell.source:
+            continue
+        images = [o for o in cell.get("outputs", []) if "image/png" in o.get("data", {})]
+        assert images, f"{path}, cell {i}: calls plt.show() but its committed outputs hold no figure; re-execute it"
