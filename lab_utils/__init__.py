@@ -28,12 +28,20 @@ What students read and call, by chapter:
   ``qlora`` (MiniLM with a 4-bit bitsandbytes base and PEFT's LoRA; also the comparison's QLoRA row),
   ``training``'s ``autocast_dtype`` and ``grad_scaler`` (mixed precision); ``checks.formats``, ``checks.quant``,
   ``checks.gptq``, ``checks.qlora``; ``widgets.formats``.
-  Chapter 3's comparison also uses ``checks.selection`` (choosing a method on validation).
+  Chapter 3's comparison also uses ``checks.selection`` (choosing a method on validation);
+- 05 Efficient attention: ``kv_cache`` (the tiny decoder's KV cache and its size; ``attention`` and ``models`` take
+  it, and grouped KV heads, as arguments), ``decoding`` (timed greedy decoding, bandwidth and matmul rate, the
+  roofline), ``gqa`` (a transformers Llama's cache size, mean-pooling its KV heads), ``masks``' sliding, dilated,
+  global, random-block and sink masks with ``receptive_field`` and ``sparse_attention`` (banded attention, windowed
+  perplexity), ``linear_attention`` (parallel, causal and recurrent forms); ``checks.decoding``, ``checks.kv_cache``,
+  ``checks.sparse``, ``checks.linear_attention``; ``widgets.receptive_field``.
 
 What maintainers run: ``maintainers`` (``execute`` and ``provenance``: executing notebooks and stamping them;
 ``book``: the Sphinx extension; ``student``: student editions). Notebooks never import it.
 
-Imports flow one way: ``masks -> attention -> models -> objectives -> training, generation``; ``assets ->
+Imports flow one way: ``masks -> kv_cache -> attention -> models -> objectives -> training, generation ->
+decoding``; ``masks -> receptive_field, sparse_attention``; ``kv_cache -> gqa``; ``linear_attention`` needs only
+torch; ``assets ->
 tweets -> tweet_tasks``; ``training -> memory`` (a subpackage: ``calculator``, ``activations``,
 ``measure``) ``-> model_sizes``; ``classification`` needs only torch and NumPy; ``training``, ``memory``,
 ``classification``, ``tweets`` ``-> adaptation``; ``freezing -> adapters, lora, prompt_tuning`` (torch only, and

@@ -4,6 +4,9 @@ Chapter "Encoders and decoders" (chapters/01_transformers): one `MultiHeadAttent
 self-attention, decoder (causal) self-attention and cross-attention; only the mask and the source of the
 keys/values change. Masks are bool, True = may attend (see `lab_utils.masks`); shapes `(B, n_heads, T, head_dim)`.
 A query whose keys are all masked gets zero weights and a zero output, as `F.scaled_dot_product_attention` does.
+Chapter "Efficient attention": grouped-query attention (Ainslie et al. 2023; `n_kv_heads` key/value heads, each
+shared by `group_size = n_heads // n_kv_heads` query heads; multi-query attention, Shazeer 2019, is `n_kv_heads=1`)
+and a KV cache (`lab_utils.kv_cache.KVCache`) are arguments of the same `MultiHeadAttention`.
 """
 
 from __future__ import annotations
@@ -14,7 +17,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["MultiHeadAttention", "attention_weights", "scaled_dot_product_attention"]
+from lab_utils.kv_cache import KVCache
+from lab_utils.masks import _check_size
+
+__all__ = ["MultiHeadAttention", "attention_weights", "repeat_kv", "scaled_dot_product_attention"]
 
 
 def _check_mask(mask: Tensor | None, T_q: int, T_k: int) -> None:
@@ -89,46 +95,91 @@ def scaled_dot_product_attention(
     return dropped @ v, weights  # (..., T_q, d_v), (..., T_q, T_k)
 
 
+def repeat_kv(x: Tensor, group_size: int) -> Tensor:
+    """Repeat each key/value head `group_size` times, so that query head `h` meets KV head `h // group_size`.
+
+    The same as `torch.repeat_interleave(x, group_size, dim=1)` and transformers' `repeat_kv`, and what
+    `F.scaled_dot_product_attention(..., enable_gqa=True)` does internally.
+
+    Args:
+        x: keys or values, `(B, n_kv_heads, T, head_dim)`.
+        group_size: query heads per KV head, `n_heads // n_kv_heads` (1 = multi-head attention: `x` itself).
+
+    Returns:
+        `(B, n_kv_heads * group_size, T, head_dim)`: heads `[0, 0, .., 1, 1, ..]` (each one `group_size` times).
+
+    Raises:
+        TypeError / ValueError: if `group_size` is not an int >= 1 or `x` is not 4-D.
+    """
+    _check_size("group_size", group_size)
+    if x.ndim != 4:
+        raise ValueError(f"x must have shape (B, n_kv_heads, T, head_dim), got {tuple(x.shape)}")
+    if group_size == 1:
+        return x
+    B, n_kv, T, hs = x.shape
+    return x[:, :, None].expand(B, n_kv, group_size, T, hs).reshape(B, n_kv * group_size, T, hs)  # (B, nh, T, hs)
+
+
 class MultiHeadAttention(nn.Module):
     """Multi-head attention (Vaswani et al. 2017, §3.2.2): self-attention or cross-attention.
 
     Self-attention: `forward(x, mask=...)` (encoder: no mask or a padding mask; decoder: a causal mask).
     Cross-attention: `forward(x, context=enc_out, mask=...)`: queries from `x`, keys and values from `context`.
+    Grouped-query attention: `n_kv_heads < n_heads` key/value heads, each serving `group_size` consecutive query
+    heads (multi-query attention: `n_kv_heads=1`). Decoding with a cache: `forward(x_new, mask=..., cache=cache,
+    layer_idx=i)` attends from the new tokens to every cached key (the mask is `(T_new, T_cached + T_new)`).
 
     Args:
         d_model: model width; must be divisible by `n_heads`.
-        n_heads: number of heads; each has `head_dim = d_model // n_heads`.
+        n_heads: number of query heads; each has `head_dim = d_model // n_heads`.
+        n_kv_heads: number of key/value heads; `n_heads` must be divisible by it. None = `n_heads` (multi-head).
         bias: whether the four projections have a bias.
         dropout: dropout probability on the attention weights during training.
 
     Attributes:
+        group_size: query heads per KV head, `n_heads // n_kv_heads`.
         attn_weights: `(B, n_heads, T_q, T_k)` weights of the last call with `need_weights=True`, else None.
     """
 
-    def __init__(self, d_model: int, n_heads: int, *, bias: bool = True, dropout: float = 0.0) -> None:
+    def __init__(
+        self, d_model: int, n_heads: int, *, n_kv_heads: int | None = None, bias: bool = True, dropout: float = 0.0
+    ) -> None:
         super().__init__()
         if d_model < 1 or n_heads < 1:
             raise ValueError(f"d_model and n_heads must be >= 1, got d_model={d_model}, n_heads={n_heads}")
         if d_model % n_heads != 0:
             raise ValueError(f"d_model ({d_model}) must be divisible by n_heads ({n_heads})")
+        n_kv_heads = n_heads if n_kv_heads is None else _check_size("n_kv_heads", n_kv_heads)
+        if n_heads % n_kv_heads != 0:
+            raise ValueError(f"n_heads ({n_heads}) must be divisible by n_kv_heads ({n_kv_heads}): each KV head "
+                             f"serves group_size = n_heads // n_kv_heads query heads (n_kv_heads=1 is MQA)")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         self.d_model = d_model
         self.n_heads = n_heads
+        self.n_kv_heads = n_kv_heads
+        self.group_size = n_heads // n_kv_heads
         self.head_dim = d_model // n_heads
         self.dropout = dropout
         self.q_proj = nn.Linear(d_model, d_model, bias=bias)
-        self.k_proj = nn.Linear(d_model, d_model, bias=bias)
-        self.v_proj = nn.Linear(d_model, d_model, bias=bias)
+        self.k_proj = nn.Linear(d_model, n_kv_heads * self.head_dim, bias=bias)  # MHA: d_model -> d_model
+        self.v_proj = nn.Linear(d_model, n_kv_heads * self.head_dim, bias=bias)
         self.out_proj = nn.Linear(d_model, d_model, bias=bias)
         self.attn_weights: Tensor | None = None
 
-    def _split_heads(self, x: Tensor) -> Tensor:
+    def _split_heads(self, x: Tensor, n_heads: int) -> Tensor:
         B, T, _ = x.shape
-        return x.view(B, T, self.n_heads, self.head_dim).transpose(1, 2)  # (B, nh, T, hs)
+        return x.view(B, T, n_heads, self.head_dim).transpose(1, 2)  # (B, n_heads, T, hs)
 
     def forward(
-        self, x: Tensor, context: Tensor | None = None, mask: Tensor | None = None, *, need_weights: bool = False
+        self,
+        x: Tensor,
+        context: Tensor | None = None,
+        mask: Tensor | None = None,
+        *,
+        need_weights: bool = False,
+        cache: KVCache | None = None,
+        layer_idx: int | None = None,
     ) -> Tensor:
         """Attend from `x` to `context` (or to `x` itself when `context` is None).
 
@@ -136,13 +187,18 @@ class MultiHeadAttention(nn.Module):
             x: queries' input, shape `(B, T_q, d_model)`.
             context: keys' and values' input, shape `(B, T_k, d_model)`; None for self-attention.
             mask: bool, True = may attend; shape `(T_q, T_k)`, `(B, 1, 1, T_k)` or `(B, 1 | n_heads, T_q, T_k)`.
+                With a cache, `T_k` counts the cached keys too (e.g. `causal_mask(T_q, offset=cache.length)`).
             need_weights: store the attention weights in `self.attn_weights` (detached) for plotting.
+            cache: a `lab_utils.kv_cache.KVCache` (self-attention only): the new keys and values are appended to
+                layer `layer_idx`'s, and the queries attend to all of them.
+            layer_idx: this layer's index in the cache; required with `cache`.
 
         Returns:
             Tensor of shape `(B, T_q, d_model)`.
 
         Raises:
-            ValueError: if shapes do not match (a 3-D mask is refused: unsqueeze its head dim, `mask[:, None]`).
+            ValueError: if shapes do not match (a 3-D mask is refused: unsqueeze its head dim, `mask[:, None]`),
+                or `cache` comes with a `context` or without a `layer_idx`.
             TypeError: if `mask` is not bool.
         """
         if x.ndim != 3 or x.shape[-1] != self.d_model:
@@ -155,10 +211,15 @@ class MultiHeadAttention(nn.Module):
         if mask is not None and mask.ndim not in (2, 4):
             # A (B, T_q, T_k) mask would silently broadcast B against the head dim.
             raise ValueError(f"mask must be 2-D (T_q, T_k) or 4-D (B, 1, T_q, T_k), got shape {tuple(mask.shape)}")
+        if cache is not None and (context is not x or layer_idx is None):
+            raise ValueError("a KV cache serves self-attention: pass cache= with layer_idx= and without context=")
         B, T_q, _ = x.shape
-        q = self._split_heads(self.q_proj(x))  # (B, nh, T_q, hs)
-        k = self._split_heads(self.k_proj(context))  # (B, nh, T_k, hs)
-        v = self._split_heads(self.v_proj(context))  # (B, nh, T_k, hs)
+        q = self._split_heads(self.q_proj(x), self.n_heads)  # (B, nh, T_q, hs)
+        k = self._split_heads(self.k_proj(context), self.n_kv_heads)  # (B, n_kv, T_k, hs)
+        v = self._split_heads(self.v_proj(context), self.n_kv_heads)  # (B, n_kv, T_k, hs)
+        if cache is not None:
+            k, v = cache.update(layer_idx, k, v)  # (B, n_kv, T_cached + T_k, hs): the cache keeps n_kv heads only
+        k, v = repeat_kv(k, self.group_size), repeat_kv(v, self.group_size)  # (B, nh, T_k, hs): one per query head
         p = self.dropout if self.training else 0.0
         out, weights = scaled_dot_product_attention(q, k, v, mask, dropout_p=p)  # (B, nh, T_q, hs)
         self.attn_weights = weights.detach() if need_weights else None  # (B, nh, T_q, T_k)

@@ -3,20 +3,23 @@
 Works for a `lab_utils.models.TinyTransformer` (called with `causal=True`) and for a transformers causal LM (its
 `.logits`). Sampling: temperature (Ackley et al. 1985) and nucleus / top-p (Holtzman et al. 2020), as in
 transformers' `generate`. Chapter "Encoders and decoders" and the later chapters that score SmolLM2. Shapes:
-ids `(B, T)`, logits `(B, T, V)`. No KV cache: each new token re-reads the context (simple, fine for short outputs).
+ids `(B, T)`, logits `(B, T, V)`. `generate` keeps a KV cache by default (chapter "Efficient attention"): the prompt
+is read once, then each step feeds only the newest token; `use_cache=False` re-reads the whole context every step.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import inspect
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lab_utils.kv_cache import KVCache
 from lab_utils.objectives import IGNORE_INDEX, model_logits
 
-__all__ = ["causal_logits", "generate", "score_texts"]
+__all__ = ["cache_argument", "causal_logits", "generate", "score_texts"]
 
 
 def _check_ids(input_ids: Tensor) -> None:
@@ -44,6 +47,44 @@ def _max_len(model: nn.Module) -> int | None:
     return getattr(getattr(model, "config", None), "max_len", None)  # TinyTransformer's learned positions
 
 
+def cache_argument(model: nn.Module) -> str | None:
+    """Name of the KV-cache argument of a transformers model's `forward`: `"cache"` since transformers 5.24,
+    `"past_key_values"` before; None if it takes no cache under either name."""
+    params = inspect.signature(model.forward).parameters
+    return "cache" if "cache" in params else "past_key_values" if "past_key_values" in params else None
+
+
+def _cached_logits_fn(model: nn.Module) -> Callable[[Tensor, bool], Tensor] | None:
+    """`step(ids, fresh) -> (V,)` last-position logits through a KV cache, or None if the model takes no cache.
+
+    `fresh=True` starts a new cache and reads all of `ids` (the prompt, or a context window that slid); otherwise
+    `ids` holds only the tokens after the cached ones.
+    """
+    params = inspect.signature(model.forward).parameters
+    if "causal" in params and "cache" in params:  # lab_utils.models.TinyTransformer
+        state: dict[str, KVCache] = {}
+
+        def tiny_step(ids: Tensor, fresh: bool) -> Tensor:
+            if fresh:
+                state["cache"] = KVCache(model.config.n_layers)
+            return model(ids, causal=True, cache=state["cache"])[0, -1]
+
+        return tiny_step
+    key = cache_argument(model)
+    if key is None or "causal" in params:
+        return None
+    from transformers import DynamicCache
+
+    hf_state: dict[str, DynamicCache] = {}
+
+    def hf_step(ids: Tensor, fresh: bool) -> Tensor:
+        if fresh:
+            hf_state["cache"] = DynamicCache(config=model.config)
+        return model(input_ids=ids, use_cache=True, **{key: hf_state["cache"]}).logits[0, -1]
+
+    return hf_step
+
+
 @torch.no_grad()
 def generate(
     model: nn.Module,
@@ -56,8 +97,14 @@ def generate(
     banned_ids: Sequence[int] = (),
     generator: torch.Generator | None = None,
     context_len: int | None = None,
+    use_cache: bool = True,
 ) -> Tensor:
     """Continue one sequence token by token: greedy (`temperature=None`) or sampled.
+
+    With `use_cache=True` the prompt is read once and every later step feeds the newest token alone, attending to
+    the keys and values cached so far (a `lab_utils.kv_cache.KVCache` for a `TinyTransformer`, a `DynamicCache` for
+    a transformers model); the tokens are the same as without the cache. When the sequence outgrows `context_len`,
+    the window slides and every position shifts, so the cache is rebuilt from the window at each such step.
 
     Args:
         model: a `TinyTransformer` or a transformers causal LM (run in eval mode; its mode is restored).
@@ -70,6 +117,7 @@ def generate(
         generator: randomness of sampling (any device), for reproducible samples.
         context_len: the model sees at most the last `context_len` tokens; default `model.config.max_len` for a
             `TinyTransformer`, else the whole sequence.
+        use_cache: keep a KV cache (models whose `forward` takes no cache are run without one).
 
     Returns:
         `(1, T + n_new)` ids: the prompt followed by the new tokens, on the prompt's device.
@@ -94,10 +142,20 @@ def generate(
     was_training = model.training
     model.eval()
     ids = input_ids
+    cached_step = _cached_logits_fn(model) if use_cache else None
+    start = None  # where the cached window starts; None = nothing cached yet
     try:
         for _ in range(max_new_tokens):
-            window = ids if context_len is None else ids[:, -context_len:]  # (1, <= context_len)
-            logits = causal_logits(model, window)[0, -1].float()  # (V,) scores of the next token
+            first = 0 if context_len is None else max(0, ids.shape[1] - context_len)
+            window = ids[:, first:]  # (1, <= context_len)
+            if cached_step is None:
+                logits = causal_logits(model, window)[0, -1]  # (V,) re-reads the whole window
+            elif start == first:
+                logits = cached_step(ids[:, -1:], False)  # only the newest token; the others are cached
+            else:
+                logits = cached_step(window, True)  # prefill, or the window slid: positions changed
+                start = first
+            logits = logits.float()  # (V,) scores of the next token
             if banned_ids:
                 logits[list(banned_ids)] = float("-inf")
             if temperature is None:

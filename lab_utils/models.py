@@ -3,7 +3,9 @@
 Chapter "Encoders and decoders" (chapters/01_transformers). Architecture of Vaswani et al. 2017 with the
 pre-LayerNorm placement of GPT-2 (Radford et al. 2019; Xiong et al. 2020), learned positions, and an output
 head tied to the token embedding (Press & Wolf 2017). Shapes: ids `(B, T)`, hidden `(B, T, d_model)`,
-logits `(B, T, vocab_size)`; masks are bool, True = may attend (`lab_utils.masks`).
+logits `(B, T, vocab_size)`; masks are bool, True = may attend (`lab_utils.masks`). Chapter "Efficient attention":
+`n_kv_heads` makes the attention grouped-query, and `TinyTransformer(ids, causal=True, cache=KVCache(...))` decodes
+with a KV cache, the new tokens' positions starting at `cache.length`.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from lab_utils.attention import MultiHeadAttention
+from lab_utils.kv_cache import KVCache
 from lab_utils.masks import causal_mask, combine_masks, padding_mask
 
 __all__ = [
@@ -29,7 +32,10 @@ __all__ = [
 
 @dataclass
 class TransformerConfig:
-    """Sizes of a `TinyTransformer` / `TinyEncoderDecoder` (`n_layers` counts blocks per stack)."""
+    """Sizes of a `TinyTransformer` / `TinyEncoderDecoder` (`n_layers` counts blocks per stack).
+
+    `n_kv_heads`: key/value heads of every attention layer (grouped-query attention); None = `n_heads` (multi-head).
+    """
 
     vocab_size: int
     max_len: int
@@ -39,6 +45,7 @@ class TransformerConfig:
     d_ff: int = 512  # 4 * d_model, as in Vaswani et al. 2017 (512 -> 2048)
     dropout: float = 0.0
     pad_token_id: int = 0
+    n_kv_heads: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "max_len", "d_model", "n_layers", "n_heads", "d_ff"):
@@ -46,6 +53,9 @@ class TransformerConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.d_model % self.n_heads != 0:
             raise ValueError(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
+        if self.n_kv_heads is not None and (self.n_kv_heads < 1 or self.n_heads % self.n_kv_heads != 0):
+            raise ValueError(f"n_kv_heads must be >= 1 and divide n_heads ({self.n_heads}), got {self.n_kv_heads}: "
+                             "each KV head serves group_size = n_heads // n_kv_heads query heads")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         if not 0 <= self.pad_token_id < self.vocab_size:
@@ -72,13 +82,24 @@ class TransformerBlock(nn.Module):
     def __init__(self, config: TransformerConfig) -> None:
         super().__init__()
         self.ln_1 = nn.LayerNorm(config.d_model)
-        self.attn = MultiHeadAttention(config.d_model, config.n_heads, dropout=config.dropout)
+        self.attn = MultiHeadAttention(config.d_model, config.n_heads, n_kv_heads=config.n_kv_heads,
+                                       dropout=config.dropout)
         self.ln_2 = nn.LayerNorm(config.d_model)
         self.mlp = MLP(config)
         self.dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x: Tensor, mask: Tensor | None = None, *, need_weights: bool = False) -> Tensor:
-        x = x + self.dropout(self.attn(self.ln_1(x), mask=mask, need_weights=need_weights))  # (B, T, d_model)
+    def forward(
+        self,
+        x: Tensor,
+        mask: Tensor | None = None,
+        *,
+        need_weights: bool = False,
+        cache: KVCache | None = None,
+        layer_idx: int | None = None,
+    ) -> Tensor:
+        """`x`: `(B, T, d_model)` -> `(B, T, d_model)`; with a cache, `x` holds the new tokens only."""
+        attn = self.attn(self.ln_1(x), mask=mask, need_weights=need_weights, cache=cache, layer_idx=layer_idx)
+        x = x + self.dropout(attn)  # (B, T, d_model)
         return x + self.mlp(self.ln_2(x))  # (B, T, d_model)
 
 
@@ -88,9 +109,10 @@ class DecoderBlock(nn.Module):
     def __init__(self, config: TransformerConfig) -> None:
         super().__init__()
         self.ln_1 = nn.LayerNorm(config.d_model)
-        self.self_attn = MultiHeadAttention(config.d_model, config.n_heads, dropout=config.dropout)
+        kv = {"n_kv_heads": config.n_kv_heads, "dropout": config.dropout}
+        self.self_attn = MultiHeadAttention(config.d_model, config.n_heads, **kv)
         self.ln_2 = nn.LayerNorm(config.d_model)
-        self.cross_attn = MultiHeadAttention(config.d_model, config.n_heads, dropout=config.dropout)
+        self.cross_attn = MultiHeadAttention(config.d_model, config.n_heads, **kv)
         self.ln_3 = nn.LayerNorm(config.d_model)
         self.mlp = MLP(config)
         self.dropout = nn.Dropout(config.dropout)
@@ -121,7 +143,8 @@ class Embeddings(nn.Module):
         self.pos_emb = nn.Embedding(config.max_len, config.d_model)
         self.dropout = nn.Dropout(config.dropout)
 
-    def forward(self, input_ids: Tensor) -> Tensor:
+    def forward(self, input_ids: Tensor, *, offset: int = 0) -> Tensor:
+        """`(B, T)` ids at positions `offset .. offset + T - 1` -> `(B, T, d_model)` (offset: tokens cached before)."""
         if not isinstance(input_ids, Tensor) or input_ids.dtype not in (torch.int64, torch.int32):
             kind = input_ids.dtype if isinstance(input_ids, Tensor) else type(input_ids).__name__
             raise TypeError(f"input_ids must be an integer (long) tensor of token ids, got {kind}")
@@ -131,19 +154,26 @@ class Embeddings(nn.Module):
         T = input_ids.shape[1]
         if not 1 <= T <= self.config.max_len:
             raise ValueError(f"sequence length must be in [1, max_len={self.config.max_len}], got {T}")
+        if offset + T > self.config.max_len:
+            raise ValueError(f"positions {offset}..{offset + T - 1} exceed max_len={self.config.max_len} (the cache "
+                             f"holds {offset} tokens): learned positions end there; start a new cache on a shorter "
+                             "context")
         if input_ids.min() < 0 or input_ids.max() >= self.config.vocab_size:
             raise ValueError(
                 f"token ids must be in [0, vocab_size={self.config.vocab_size}), got "
                 f"[{int(input_ids.min())}, {int(input_ids.max())}]"
             )
-        pos = torch.arange(T, device=input_ids.device)  # (T,)
+        pos = torch.arange(offset, offset + T, device=input_ids.device)  # (T,) absolute positions
         return self.dropout(self.tok_emb(input_ids) + self.pos_emb(pos))  # (B, T, d_model)
 
 
-def _self_attention_mask(T: int, attention_mask: Tensor | None, causal: bool, device: torch.device) -> Tensor | None:
-    """Causal and/or padding mask, broadcastable to `(B, n_heads, T, T)`; None for a bidirectional unpadded batch."""
-    causal_part = causal_mask(T, device=device) if causal else None  # (T, T)
-    pad_part = None if attention_mask is None else padding_mask(attention_mask).to(device)  # (B, 1, 1, T)
+def _self_attention_mask(
+    T: int, attention_mask: Tensor | None, causal: bool, device: torch.device, offset: int = 0
+) -> Tensor | None:
+    """Causal and/or padding mask, broadcastable to `(B, n_heads, T, offset + T)` (offset: cached keys before the
+    `T` queries); None for a bidirectional unpadded batch."""
+    causal_part = causal_mask(T, offset=offset, device=device) if causal else None  # (T, offset + T)
+    pad_part = None if attention_mask is None else padding_mask(attention_mask).to(device)  # (B, 1, 1, offset + T)
     return combine_masks(causal_part, pad_part)
 
 
@@ -175,17 +205,27 @@ class TinyTransformer(nn.Module):
         causal: bool = False,
         *,
         need_weights: bool = False,
+        cache: KVCache | None = None,
     ) -> Tensor:
         """Hidden states `(B, T, d_model)` after the final LayerNorm; arguments as in `forward`."""
-        if attention_mask is not None and attention_mask.shape != input_ids.shape:
+        offset = 0
+        if cache is not None:
+            if not causal:
+                raise ValueError("a KV cache needs causal=True: in an encoder every token sees the later ones, so its "
+                                 "keys and values change with each new token and cannot be cached")
+            if not isinstance(cache, KVCache) or cache.n_layers != self.config.n_layers:
+                got = f"KVCache(n_layers={cache.n_layers})" if isinstance(cache, KVCache) else type(cache).__name__
+                raise ValueError(f"cache must be a KVCache(n_layers={self.config.n_layers}), got {got}")
+            offset = cache.length  # positions of the new tokens start after the cached ones
+        if attention_mask is not None and attention_mask.shape != (input_ids.shape[0], offset + input_ids.shape[1]):
             raise ValueError(
                 f"attention_mask shape {tuple(attention_mask.shape)} must equal input_ids shape "
-                f"{tuple(input_ids.shape)}"
+                f"{tuple(input_ids.shape)}" + (f" plus the {offset} cached tokens" if offset else "")
             )
-        x = self.embeddings(input_ids)  # (B, T, d_model)
-        mask = _self_attention_mask(input_ids.shape[1], attention_mask, causal, x.device)
-        for block in self.blocks:
-            x = block(x, mask, need_weights=need_weights)
+        x = self.embeddings(input_ids, offset=offset)  # (B, T, d_model)
+        mask = _self_attention_mask(input_ids.shape[1], attention_mask, causal, x.device, offset)
+        for i, block in enumerate(self.blocks):
+            x = block(x, mask, need_weights=need_weights, cache=cache, layer_idx=i)
         return self.ln_f(x)  # (B, T, d_model)
 
     def forward(
@@ -195,25 +235,31 @@ class TinyTransformer(nn.Module):
         causal: bool = False,
         *,
         need_weights: bool = False,
+        cache: KVCache | None = None,
     ) -> Tensor:
         """Logits for every position.
 
         Args:
-            input_ids: `(B, T)` token ids, `T <= max_len`.
+            input_ids: `(B, T)` token ids, `T <= max_len`; with a cache, only the tokens not yet cached.
             attention_mask: `(B, T)` 0/1 or bool, 1 = real token; padded keys are hidden. None = no padding.
+                With a cache, `(B, cache.length + T)`: it covers the cached keys too.
             causal: True for a decoder (position t sees positions <= t), False for an encoder (sees all).
             need_weights: keep each layer's attention weights, read them with `attention_weights()`.
+            cache: a `lab_utils.kv_cache.KVCache(n_layers)` (decoder only): the new tokens sit at positions
+                `cache.length ..`, attend to the cached keys and values, and their own are appended to the cache.
 
         Returns:
             Logits of shape `(B, T, vocab_size)`.
 
         Raises:
-            TypeError / ValueError: on ids that are not integers, of the wrong shape or out of range.
+            TypeError / ValueError: on ids that are not integers, of the wrong shape or out of range, on a cache
+                with `causal=False` or of another number of layers, or on positions beyond `max_len`.
         """
-        return self.lm_head(self.encode(input_ids, attention_mask, causal, need_weights=need_weights))
+        return self.lm_head(self.encode(input_ids, attention_mask, causal, need_weights=need_weights, cache=cache))
 
     def attention_weights(self) -> list[Tensor]:
-        """Per-layer weights `(B, n_heads, T, T)` of the last forward with `need_weights=True`."""
+        """Per-layer weights `(B, n_heads, T, T_k)` of the last forward with `need_weights=True` (`T_k = T` without a
+        cache)."""
         weights = [block.attn.attn_weights for block in self.blocks]
         if any(w is None for w in weights):
             raise RuntimeError("no stored attention weights: call the model with need_weights=True first")

@@ -5,7 +5,9 @@ the DOM after scripts ran (``--dump-dom``): the landing page has its title and c
 show the provenance banner, plots, rendered ipywidgets and exercises, the Colab launch link and a student-edition
 download (fetched and checked: a valid notebook without solutions); every page has its formulas typeset by the
 vendored MathJax (no raw TeX left); a memory calculator answers without a kernel and shows once, not beside its
-widget. Saves a full-page screenshot of each page to ``_build/screenshots/``.
+widget; the receptive-field explorer draws its field and redraws it when a control moves (``--dump-dom`` cannot
+click: a driver script from ``DRIVERS`` is put into the page as the local server sends it, moves the control, and
+leaves what it saw in the DOM). Saves a full-page screenshot of each page to ``_build/screenshots/``.
 Not a pytest module: run ``python tests/browser_check.py`` after a build.
 
     python tests/browser_check.py                                   # intro, first look, every notebook page
@@ -26,7 +28,7 @@ import threading
 import urllib.request
 from html.parser import HTMLParser
 from pathlib import Path
-from urllib.parse import urljoin
+from urllib.parse import urljoin, urlsplit
 
 TITLE = "LLMs: Fine-tuning & Optimisation"
 NOTEBOOK_PAGE_CHECKS = ["banner", "colab", "student-edition", "no-raw-tex"]
@@ -34,6 +36,8 @@ DEFAULT_PAGES = {
     "intro.html": ["title", "chapter-map", "no-raw-tex"],
     "chapters/00_first_look/first_look.html": [*NOTEBOOK_PAGE_CHECKS, "plot", "widget", "exercise", "math"],
     "chapters/01_transformers/attention_and_masks.html": [*NOTEBOOK_PAGE_CHECKS, "widgets-if-any", "math"],
+    "chapters/05_efficient_attention/windowed_attention.html": [*NOTEBOOK_PAGE_CHECKS, "plot", "exercise",
+                                                                "widgets-if-any", "receptive-field"],
 }
 OTHER_PAGE_CHECKS = [*NOTEBOOK_PAGE_CHECKS, "widgets-if-any", "calculators-if-any"]  # for --pages without "=checks"
 COLAB_URL = "https://colab.research.google.com/"  # launch_buttons.colab_url in _config.yml
@@ -241,18 +245,83 @@ def check_student_edition(dom: Element, page_url: str) -> tuple[bool, str]:
     return not problems, found + (f"; {', '.join(problems)}" if problems else ", no solutions")
 
 
+def check_receptive_field(dom: Element) -> tuple[bool, str]:
+    """Receptive-field explorers (lab_utils.widgets.receptive_field's static view): in a cell output with no widget
+    beside them, drawn by their script (input cells coloured as their ``data-first`` says, a field beyond the
+    output itself), and drawn differently after ``RF_DRIVER`` moved a control."""
+    roots = dom.find_all(lambda e: "lab-rf-explorer" in e.classes)
+    good, notes = 0, []
+    for root in roots:
+        output = next((a for a in root.ancestors() if "cell_output" in a.classes), None)
+        views = root.find_all(lambda e: "lab-rf-view" in e.classes)
+        first = [int(v) for v in views[0].attrs.get("data-first", "").split()] if views else []
+        coloured = sum(1 for e in root.find_all(lambda e: e.tag == "b" and e.parent is not None
+                                                 and "lab-rf-inputs" in e.parent.classes) if "u" not in e.classes)
+        twins = len(output.find_all(lambda e: e.classes & {"jupyter-widgets", "lm-Widget"})) if output else 0
+        before, after = root.attrs.get("data-check-before"), root.attrs.get("data-check-after")
+        drawn = root.attrs.get("data-ready") == "1" and coloured == sum(f >= 0 for f in first) > 1
+        moved = before is not None and after is not None and before != after
+        good += bool(output is not None and drawn and moved and not twins)
+        notes.append(f"{sum(f >= 0 for f in first)} inputs reached, {coloured} coloured, "
+                     f"{root.attrs.get('data-check-moved', 'no control moved')}: "
+                     f"{'picture changed' if moved else 'picture unchanged'}"
+                     + ("" if output is not None else ", not in a cell output") + (f", {twins} widget(s) beside it"
+                                                                                  if twins else ""))
+    return bool(roots) and good == len(roots), f"{len(roots)} explorer(s): {'; '.join(notes) or 'none'}"
+
+
 CHECKS = {"title": check_title, "chapter-map": check_chapter_map, "banner": check_banner, "plot": check_plot,
           "widget": check_widget, "widgets-if-any": check_widgets_if_any, "exercise": check_exercise,
           "colab": check_colab, "no-raw-tex": check_no_raw_tex, "math": check_math,
           "student-edition": check_student_edition, "calculator": check_calculator,
-          "calculators-if-any": check_calculators_if_any}
+          "calculators-if-any": check_calculators_if_any, "receptive-field": check_receptive_field}
 NEEDS_URL = {"student-edition"}  # checks that also fetch from the page's site
+# The receptive-field check's driver: after the page's scripts ran, move each explorer's controls in turn (layers,
+# window, then the mask) until its picture (the view's data-first) changes, and note before/after on the explorer.
+RF_DRIVER = """<script>(function () {
+  function run() {
+    document.querySelectorAll(".lab-rf-explorer[data-ready]").forEach(function (root) {
+      function first() { var v = root.querySelector(".lab-rf-view"); return v ? v.getAttribute("data-first") : ""; }
+      var before = first(), moves = [["n_layers", "1", "2"], ["window", "2", "3"], ["kind", "sliding", "dilated"]];
+      var undo = [];
+      function set(e, value) {
+        e.value = value;
+        e.dispatchEvent(new Event(e.tagName === "SELECT" ? "change" : "input"));
+      }
+      for (var k = 0; k < moves.length && first() === before; k++) {
+        var e = root.querySelector("[name='" + moves[k][0] + "']"), old = e.value;
+        undo.unshift([e, old]);
+        set(e, old === moves[k][1] ? moves[k][2] : moves[k][1]);
+        root.setAttribute("data-check-moved", moves[k][0] + " " + old + " -> " + e.value);
+      }
+      root.setAttribute("data-check-before", before);
+      root.setAttribute("data-check-after", first());
+      undo.forEach(function (u) { set(u[0], u[1]); });  // back as the page was, for the screenshot
+    });
+  }
+  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", run); else run();
+})();</script>"""
+DRIVERS = {"receptive-field": RF_DRIVER}  # check -> HTML put before </body> as the server sends the page
 
 
 # --- serving and browsing ------------------------------------------------------------------------------------------
 
 class QuietHandler(http.server.SimpleHTTPRequestHandler):
     missing: list[str] = []
+    inject: dict[str, str] = {}  # URL path -> HTML to put before the page's last </body> (the checks' DRIVERS)
+
+    def do_GET(self):
+        extra = self.inject.get(urlsplit(self.path).path)
+        path = Path(self.translate_path(self.path))
+        if extra is None or not path.is_file():
+            return super().do_GET()
+        head, end, tail = path.read_bytes().rpartition(b"</body>")
+        body = head + extra.encode() + end + tail if end else tail + extra.encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
 
     def log_message(self, *args):  # keep the check's output readable
         pass
@@ -318,6 +387,8 @@ def main() -> int:
     chromium = find_chromium(args.chromium)
     shots.mkdir(parents=True, exist_ok=True)
 
+    QuietHandler.inject = {"/" + page: "".join(DRIVERS[c] for c in checks if c in DRIVERS)
+                           for page, checks in pages.items() if any(c in DRIVERS for c in checks)}
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(QuietHandler, directory=str(site)))
     threading.Thread(target=server.serve_forever, daemon=True).start()
     base = f"http://127.0.0.1:{server.server_address[1]}/"

@@ -1,11 +1,13 @@
-"""Tests for lab_utils.attention: equivalence with PyTorch's SDPA and nn.MultiheadAttention, and mask properties."""
+"""Tests for lab_utils.attention: equivalence with PyTorch's SDPA (with enable_gqa for grouped-query attention) and
+nn.MultiheadAttention, mask properties, and attention through a KV cache."""
 
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lab_utils.attention import MultiHeadAttention, attention_weights, scaled_dot_product_attention
+from lab_utils.attention import MultiHeadAttention, attention_weights, repeat_kv, scaled_dot_product_attention
+from lab_utils.kv_cache import KVCache
 from lab_utils.masks import causal_mask, combine_masks, padding_mask
 
 # float32, d <= 16: our matmul/softmax and PyTorch's fused kernels differ only by rounding, ~1e-7 relative.
@@ -156,5 +158,106 @@ def test_multihead_attention_stores_weights_only_when_asked():
     ],
 )
 def test_bad_inputs_raise_clear_errors(call, error, match):
+    with pytest.raises(error, match=match):
+        call()
+
+
+# Grouped-query attention (chapter "Efficient attention"): n_kv_heads key/value heads, group_size query heads each.
+
+
+def gqa_inputs(n_heads=6, n_kv_heads=2, T_q=T, T_k=T, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    q = torch.randn(B, n_heads, T_q, D, generator=g)
+    k = torch.randn(B, n_kv_heads, T_k, D, generator=g)
+    v = torch.randn(B, n_kv_heads, T_k, D, generator=g)
+    return q, k, v
+
+
+@pytest.mark.parametrize("n_kv_heads", [1, 2, 3, 6])
+def test_repeat_kv_equals_repeat_interleave(n_kv_heads):
+    _, k, _ = gqa_inputs(n_kv_heads=n_kv_heads)
+    group_size = 6 // n_kv_heads
+    assert torch.equal(repeat_kv(k, group_size), k.repeat_interleave(group_size, dim=1))
+
+
+@pytest.mark.parametrize("name", ["none", "causal", "padding"])
+@pytest.mark.parametrize("n_kv_heads", [1, 2, 3])
+def test_own_gqa_equals_torch_sdpa_with_enable_gqa(n_kv_heads, name):
+    q, k, v = gqa_inputs(n_kv_heads=n_kv_heads)
+    mask = MASKS[name]
+    group_size = 6 // n_kv_heads
+    out, _ = scaled_dot_product_attention(q, repeat_kv(k, group_size), repeat_kv(v, group_size), mask)
+    want = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
+    torch.testing.assert_close(out, want, rtol=RTOL, atol=ATOL)
+
+
+@pytest.mark.parametrize("n_kv_heads", [1, 2, 4])
+def test_gqa_module_equals_torch_sdpa_with_enable_gqa_on_its_projections(n_kv_heads):
+    torch.manual_seed(0)
+    d_model, n_heads, hs = 16, 4, 4
+    mha = MultiHeadAttention(d_model, n_heads, n_kv_heads=n_kv_heads).eval()
+    assert mha.group_size == n_heads // n_kv_heads and mha.k_proj.out_features == n_kv_heads * hs
+    x = torch.randn(B, T, d_model)
+    q = mha.q_proj(x).view(B, T, n_heads, hs).transpose(1, 2)  # (B, nh, T, hs)
+    k = mha.k_proj(x).view(B, T, n_kv_heads, hs).transpose(1, 2)  # (B, n_kv, T, hs)
+    v = mha.v_proj(x).view(B, T, n_kv_heads, hs).transpose(1, 2)
+    ref = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)  # (B, nh, T, hs)
+    want = mha.out_proj(ref.transpose(1, 2).reshape(B, T, d_model))
+    torch.testing.assert_close(mha(x, mask=causal_mask(T)), want, rtol=RTOL, atol=ATOL)
+
+
+def test_gqa_with_n_kv_heads_equal_to_n_heads_is_multi_head_attention():
+    torch.manual_seed(0)
+    mha = MultiHeadAttention(16, 4).eval()
+    torch.manual_seed(0)
+    gqa = MultiHeadAttention(16, 4, n_kv_heads=4).eval()
+    assert gqa.group_size == 1
+    gqa.load_state_dict(mha.state_dict())  # same parameter names and shapes: MHA checkpoints load
+    x = torch.randn(B, T, 16)
+    assert torch.equal(gqa(x, mask=causal_mask(T)), mha(x, mask=causal_mask(T)))
+
+
+def test_gqa_shares_each_kv_head_with_its_group():
+    # With 2 KV heads for 4 query heads, query heads 0, 1 use KV head 0 and 2, 3 use KV head 1: if query heads 0 and
+    # 1 have the same projection, their weights are equal, while heads 1 and 2 (other KV heads) differ.
+    torch.manual_seed(0)
+    mha = MultiHeadAttention(16, 4, n_kv_heads=2).eval()
+    with torch.no_grad():
+        w, b = mha.q_proj.weight.view(4, 4, 16), mha.q_proj.bias.view(4, 4)  # (nh, hs, d_model), (nh, hs)
+        w[1:3], b[1:3] = w[0], b[0]  # query heads 1 and 2 are copies of head 0
+    mha(torch.randn(1, T, 16), mask=causal_mask(T), need_weights=True)
+    weights = mha.attn_weights[0]  # (nh, T, T)
+    torch.testing.assert_close(weights[1], weights[0])
+    assert not torch.allclose(weights[2], weights[1])  # same query, other KV head
+
+
+def test_attention_with_a_cache_equals_attention_over_the_whole_sequence():
+    torch.manual_seed(0)
+    mha = MultiHeadAttention(16, 4, n_kv_heads=2).eval()
+    x = torch.randn(B, 7, 16)
+    full = mha(x, mask=causal_mask(7))
+    cache = KVCache(n_layers=1)
+    parts = [mha(x[:, :4], mask=causal_mask(4), cache=cache, layer_idx=0)]  # prefill 4 tokens
+    for t in range(4, 7):  # then one token at a time
+        parts.append(mha(x[:, t : t + 1], mask=causal_mask(1, offset=t), cache=cache, layer_idx=0))
+    torch.testing.assert_close(torch.cat(parts, dim=1), full, rtol=RTOL, atol=ATOL)
+    assert cache.keys[0].shape == (B, 2, 7, 4)  # the cache keeps the 2 KV heads, not 4
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "match"),
+    [
+        (lambda: MultiHeadAttention(24, 6, n_kv_heads=4), ValueError,
+         r"n_heads \(6\) must be divisible by n_kv_heads \(4\)"),
+        (lambda: MultiHeadAttention(24, 6, n_kv_heads=0), ValueError, "n_kv_heads must be >= 1"),
+        (lambda: MultiHeadAttention(24, 6, n_kv_heads=2.0), TypeError, "n_kv_heads must be an int"),
+        (lambda: repeat_kv(torch.randn(2, 3, 4), 2), ValueError, r"\(B, n_kv_heads, T, head_dim\)"),
+        (lambda: repeat_kv(torch.randn(2, 3, 4, 5), 0), ValueError, "group_size must be >= 1"),
+        (lambda: MultiHeadAttention(8, 2)(torch.randn(1, 3, 8), cache=KVCache(1)), ValueError, "layer_idx"),
+        (lambda: MultiHeadAttention(8, 2)(torch.randn(1, 3, 8), context=torch.randn(1, 4, 8), cache=KVCache(1),
+                                          layer_idx=0), ValueError, "self-attention"),
+    ],
+)
+def test_gqa_bad_inputs_raise_clear_errors(call, error, match):
     with pytest.raises(error, match=match):
         call()

@@ -1,5 +1,7 @@
 """Tests for lab_utils.generation: greedy decoding vs transformers' generate, sampling, scoring vs a per-text loop."""
 
+import functools
+
 import pytest
 import torch
 
@@ -124,3 +126,57 @@ def test_bad_inputs_raise_clear_errors(tiny_llama, call, match):
         call(tiny_llama)
     with pytest.raises(TypeError, match="integer tensor"):
         generate(tiny_llama, prompt().float(), max_new_tokens=1)
+
+
+# KV cache (chapter "Efficient attention"): the same tokens with and without it.
+
+
+@pytest.mark.parametrize("n_kv_heads", [None, 2, 1])
+def test_cached_generation_equals_uncached_for_the_tiny_model(n_kv_heads):
+    torch.manual_seed(0)
+    model = TinyTransformer(TransformerConfig(vocab_size=50, max_len=32, d_model=32, n_layers=2, n_heads=4,
+                                              n_kv_heads=n_kv_heads)).eval()
+    ids = prompt(4, V=50)
+    assert torch.equal(generate(model, ids, max_new_tokens=20, use_cache=True),
+                       generate(model, ids, max_new_tokens=20, use_cache=False))
+    # Greedy decoding of a random model may repeat one token; sampling with one seed must agree too, and varies.
+    cached, uncached = (generate(model, ids, max_new_tokens=20, temperature=1.0, use_cache=c,
+                                 generator=torch.Generator().manual_seed(0)) for c in (True, False))
+    assert torch.equal(cached, uncached)
+    assert len(set(cached[0, 4:].tolist())) > 1  # non-vacuity: not one token repeated
+
+
+def test_cached_generation_equals_uncached_for_transformers(tiny_llama):
+    ids = prompt()
+    cached = generate(tiny_llama, ids, max_new_tokens=12, use_cache=True)
+    assert torch.equal(cached, generate(tiny_llama, ids, max_new_tokens=12, use_cache=False))
+    g = [torch.Generator().manual_seed(0) for _ in range(2)]
+    sampled = [generate(tiny_llama, ids, max_new_tokens=12, temperature=1.5, generator=g[i], use_cache=c)
+               for i, c in enumerate((True, False))]
+    assert torch.equal(*sampled)
+
+
+def test_cached_generation_equals_uncached_when_the_context_window_slides(tiny_decoder):
+    ids = prompt(10, V=50)  # max_len 16: the window slides after 6 new tokens, and with context_len=4 at once
+    for context_len in (None, 4):
+        cached = generate(tiny_decoder, ids, max_new_tokens=12, context_len=context_len)
+        assert torch.equal(cached, generate(tiny_decoder, ids, max_new_tokens=12, context_len=context_len,
+                                            use_cache=False))
+        assert cached.shape == (1, 22)
+
+
+def test_generate_with_a_cache_feeds_one_token_per_step(tiny_decoder, monkeypatch):
+    lengths = []
+    forward = tiny_decoder.forward
+
+    @functools.wraps(forward)  # keeps the signature: generate sees a model that takes a cache
+    def spy(input_ids, *args, **kwargs):
+        lengths.append(input_ids.shape[1])
+        return forward(input_ids, *args, **kwargs)
+
+    monkeypatch.setattr(tiny_decoder, "forward", spy)
+    generate(tiny_decoder, prompt(5, V=50), max_new_tokens=4)
+    assert lengths == [5, 1, 1, 1]
+    lengths.clear()
+    generate(tiny_decoder, prompt(5, V=50), max_new_tokens=4, use_cache=False)
+    assert lengths == [5, 6, 7, 8]

@@ -4,6 +4,7 @@ import pytest
 import torch
 from torch import nn
 
+from lab_utils.kv_cache import KVCache, kv_cache_bytes
 from lab_utils.masks import causal_mask, padding_mask
 from lab_utils.models import TinyEncoderDecoder, TinyTransformer, TransformerBlock, TransformerConfig
 
@@ -195,3 +196,90 @@ def test_bad_config_raises():
         TransformerConfig(vocab_size=10, max_len=8, d_model=30, n_heads=4)
     with pytest.raises(ValueError, match="pad_token_id"):
         TransformerConfig(vocab_size=10, max_len=8, pad_token_id=10)
+
+
+# KV cache and grouped-query attention (chapter "Efficient attention"): arguments of the same model, not a copy.
+
+GQA_CFG = TransformerConfig(vocab_size=50, max_len=16, d_model=32, n_layers=2, n_heads=4, d_ff=64, n_kv_heads=2)
+
+
+@pytest.mark.parametrize("config", [CFG, GQA_CFG], ids=["mha", "gqa"])
+@pytest.mark.parametrize("prefill", [1, 5])
+def test_decoding_with_a_cache_equals_the_full_forward(config, prefill):
+    torch.manual_seed(0)
+    model = TinyTransformer(config).eval()
+    x = ids(T=10)
+    full = model(x, causal=True)  # (B, 10, V)
+    cache = KVCache(config.n_layers)
+    steps = [model(x[:, :prefill], causal=True, cache=cache)]
+    for t in range(prefill, 10):  # one new token per step, positions from cache.length
+        assert cache.length == t
+        steps.append(model(x[:, t : t + 1], causal=True, cache=cache))
+    torch.testing.assert_close(torch.cat(steps, dim=1), full, rtol=RTOL, atol=ATOL)
+    n_kv = config.n_kv_heads or config.n_heads
+    hs = config.d_model // config.n_heads
+    assert cache.nbytes() == kv_cache_bytes(n_layers=2, n_kv_heads=n_kv, head_dim=hs, tokens=10, batch=2,
+                                            bytes_per_value=4)
+
+
+def test_the_cache_offsets_positions(model):
+    # Without the offset, a token fed after a cached prefix would get position 0 again: the result must differ.
+    x = ids(T=6)
+    cache = KVCache(CFG.n_layers)
+    model(x[:, :5], causal=True, cache=cache)
+    with_cache = model(x[:, 5:], causal=True, cache=cache)[:, 0]
+    torch.testing.assert_close(with_cache, model(x, causal=True)[:, 5], rtol=RTOL, atol=ATOL)
+    fresh = model(x[:, 5:], causal=True)[:, 0]  # position 0, no context
+    assert not torch.allclose(with_cache, fresh, rtol=RTOL, atol=ATOL)
+
+
+def test_a_padded_batch_decodes_with_a_cache(model):
+    x = ids(T=8)
+    am = torch.ones(2, 8, dtype=torch.long)
+    am[0, 5:] = 0  # row 0 has 3 padded keys at the end of its prompt
+    full = model(x, attention_mask=am, causal=True)
+    cache = KVCache(CFG.n_layers)
+    first = model(x[:, :6], attention_mask=am[:, :6], causal=True, cache=cache)
+    rest = model(x[:, 6:], attention_mask=am, causal=True, cache=cache)  # the mask covers cached keys too
+    torch.testing.assert_close(torch.cat([first, rest], dim=1), full, rtol=RTOL, atol=ATOL)
+
+
+def test_n_kv_heads_none_keeps_chapter_1_checkpoints_loading(model):
+    mha_state = model.state_dict()
+    gqa_as_mha = TinyTransformer(TransformerConfig(vocab_size=50, max_len=16, d_model=32, n_layers=2, n_heads=4,
+                                                   d_ff=64, n_kv_heads=4)).eval()
+    gqa_as_mha.load_state_dict(mha_state)  # n_kv_heads = n_heads: the same shapes
+    x = ids()
+    assert torch.equal(gqa_as_mha(x, causal=True), model(x, causal=True))
+    with pytest.raises(RuntimeError, match="size mismatch"):  # non-vacuity: 2 KV heads have smaller k_proj/v_proj
+        TinyTransformer(GQA_CFG).load_state_dict(mha_state)
+
+
+def test_gqa_model_has_fewer_parameters_in_k_and_v():
+    mha, gqa = TinyTransformer(CFG), TinyTransformer(GQA_CFG)
+    n = sum(p.numel() for p in mha.parameters()) - sum(p.numel() for p in gqa.parameters())
+    # per layer, k_proj and v_proj lose (n_heads - n_kv_heads) * head_dim outputs: weights d_model each, and biases
+    assert n == CFG.n_layers * 2 * (4 - 2) * 8 * (32 + 1)
+
+
+@pytest.mark.parametrize(
+    ("call", "match"),
+    [
+        (lambda m: m(ids(), cache=KVCache(2)), "needs causal=True"),
+        (lambda m: m(ids(), causal=True, cache=KVCache(3)), r"KVCache\(n_layers=2\)"),
+        (lambda m: [m(ids(T=3), causal=True, cache=(c := KVCache(2))), m(ids(B=1, T=1), causal=True, cache=c)],
+         "same batch, heads and head size"),
+        (lambda m: [m(ids(T=12), causal=True, cache=(c := KVCache(2))), m(ids(T=5), causal=True, cache=c)],
+         r"positions 12..16 exceed max_len=16"),
+        (lambda m: [m(ids(T=3), causal=True, cache=(c := KVCache(2))),
+                    m(ids(T=1), attention_mask=torch.ones(2, 1), causal=True, cache=c)], "plus the 3 cached"),
+    ],
+)
+def test_cache_bad_inputs_raise_clear_errors(model, call, match):
+    with pytest.raises(ValueError, match=match):
+        call(model)
+
+
+def test_gqa_config_must_divide_n_heads():
+    with pytest.raises(ValueError, match=r"n_kv_heads must be >= 1 and divide n_heads \(4\), got 3"):
+        TransformerConfig(vocab_size=50, max_len=16, d_model=32, n_heads=4, n_kv_heads=3)

@@ -9,10 +9,13 @@ mistake when it is wrong, and prints "✗ ... is not written yet" and returns Fa
 from lab_utils.checks.adapters import check_adapter_params
 from lab_utils.checks.attention import check_attention
 from lab_utils.checks.classification import check_wilson_interval
+from lab_utils.checks.decoding import check_memory_roofline
 from lab_utils.checks.formats import check_float_value
 from lab_utils.checks.freezing import check_last_layers_params
 from lab_utils.checks.gptq import check_quantize_column
 from lab_utils.checks.heads import check_head_params
+from lab_utils.checks.kv_cache import check_cache_bytes
+from lab_utils.checks.linear_attention import check_recurrent_step
 from lab_utils.checks.lora import check_linear_to_lora, check_lora_budget, check_lora_forward, check_lora_merge
 from lab_utils.checks.masks import check_causal_mask
 from lab_utils.checks.memory import check_max_batch, check_model_mib, check_training_mib
@@ -22,6 +25,7 @@ from lab_utils.checks.prompts import check_prepend_prompt
 from lab_utils.checks.qlora import check_qlora_bytes
 from lab_utils.checks.quant import check_absmax_int8, check_bits_per_param, check_block_size, check_zeropoint
 from lab_utils.checks.selection import check_choose_method
+from lab_utils.checks.sparse import check_receptive_field, check_sliding_window_mask
 
 __all__ = [
     "check_absmax_int8",
@@ -30,9 +34,10 @@ __all__ = [
     "check_bits_per_param",
     "check_block_params",
     "check_block_size",
+    "check_cache_bytes",
     "check_causal_mask",
-    "check_float_value",
     "check_choose_method",
+    "check_float_value",
     "check_head_params",
     "check_last_layers_params",
     "check_linear_to_lora",
@@ -41,11 +46,15 @@ __all__ = [
     "check_lora_merge",
     "check_max_batch",
     "check_mean_nll",
+    "check_memory_roofline",
     "check_mlm_masking",
+    "check_model_mib",
     "check_prepend_prompt",
     "check_qlora_bytes",
     "check_quantize_column",
-    "check_model_mib",
+    "check_receptive_field",
+    "check_recurrent_step",
+    "check_sliding_window_mask",
     "check_training_mib",
     "check_wilson_interval",
     "check_zeropoint",
