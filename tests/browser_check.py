@@ -34,6 +34,7 @@ TITLE = "LLMs: Fine-tuning & Optimisation"
 NOTEBOOK_PAGE_CHECKS = ["banner", "colab", "student-edition", "no-raw-tex"]
 DEFAULT_PAGES = {
     "intro.html": ["title", "chapter-map", "no-raw-tex"],
+    "closing.html": ["no-raw-tex", "math"],
     "chapters/00_first_look/first_look.html": [*NOTEBOOK_PAGE_CHECKS, "plot", "widget", "exercise", "math"],
     "chapters/01_transformers/attention_and_masks.html": [*NOTEBOOK_PAGE_CHECKS, "widgets-if-any", "math"],
     "chapters/05_efficient_attention/windowed_attention.html": [*NOTEBOOK_PAGE_CHECKS, "plot", "exercise",
