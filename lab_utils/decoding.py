@@ -10,6 +10,7 @@ of that bound is overhead: kernel launches and Python, paid once per step whatev
 
 from __future__ import annotations
 
+import inspect
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,8 +22,8 @@ from torch import Tensor, nn
 from lab_utils.generation import cache_argument
 from lab_utils.masks import _check_size
 
-__all__ = ["Roofline", "best_time", "cache_nbytes", "decode_roofline", "greedy_step_times", "measure_bandwidth",
-           "measure_matmul_flops", "synchronize"]
+__all__ = ["Roofline", "StaticGreedyDecoder", "best_time", "cache_nbytes", "decode_roofline", "greedy_step_times",
+           "measure_bandwidth", "measure_matmul_flops", "synchronize"]
 
 
 def synchronize(device: torch.device | str) -> None:
@@ -109,6 +110,82 @@ def greedy_step_times(model: nn.Module, input_ids: Tensor, *, max_new_tokens: in
         seconds.append(time.perf_counter() - start)
         ids = torch.cat([ids, next_ids], dim=1)
     return ids, seconds, cache
+
+
+class StaticGreedyDecoder:
+    """Greedy decoding through a static KV cache; on a GPU every decode step is one CUDA-graph replay.
+
+    A `DynamicCache` grows by one token per step, so every step has new shapes and new addresses. A transformers
+    `StaticCache` preallocates keys and values for `max_len` tokens and writes each new token in place, so a decode
+    step (forward pass of one token, then the argmax) has the same shapes and addresses every time. On CUDA the
+    step is compiled with `torch.compile(mode=compile_mode, fullgraph=True)`: `"reduce-overhead"` records it as a
+    CUDA graph and replays it with one launch per step; `"max-autotune"` also searches faster kernels. Elsewhere
+    the same step runs eagerly (CUDA graphs need a GPU). The prompt is read by one eager forward pass.
+
+    Args:
+        model: a transformers causal LM in eval mode (its weights on the device that decodes).
+        max_len: the most tokens (prompt + new) one call may hold: the cache's length. The first call fixes the
+            batch size too: the cache is allocated for it.
+        compile_mode: a `torch.compile` mode, or None to stay eager on any device.
+
+    Example:
+        >>> decode = StaticGreedyDecoder(model, max_len=128)  # doctest: +SKIP
+        >>> ids = decode(prompt_ids, max_new_tokens=64)  # the first call on a GPU compiles  # doctest: +SKIP
+    """
+
+    def __init__(self, model: nn.Module, *, max_len: int, compile_mode: str | None = "reduce-overhead") -> None:
+        from transformers import StaticCache
+
+        _check_size("max_len", max_len)
+        self.key = cache_argument(model)
+        if self.key is None:
+            raise ValueError(f"{type(model).__name__}.forward takes no KV cache to make static")
+        self.model, self.max_len, self.batch = model, max_len, None
+        self._cache_position = "cache_position" in inspect.signature(model.forward).parameters  # transformers < 5.24
+        self.cache = StaticCache(config=model.config, max_cache_len=max_len)
+        self.compiled = compile_mode is not None and next(model.parameters()).device.type == "cuda"
+        self._step = torch.compile(self._forward, mode=compile_mode, fullgraph=True) if self.compiled else self._forward
+
+    def _forward(self, ids: Tensor, positions: Tensor) -> Tensor:
+        """`(B, T)` ids at `(T,)` positions through the cache -> `(B, 1)` next ids."""
+        kwargs = {self.key: self.cache, "use_cache": True, "position_ids": positions[None]}
+        if self._cache_position:
+            kwargs["cache_position"] = positions
+        logits = self.model(input_ids=ids, logits_to_keep=1, **kwargs).logits  # (B, 1, V)
+        return logits[:, -1].argmax(dim=-1, keepdim=True)
+
+    @torch.no_grad()
+    def __call__(self, input_ids: Tensor, *, max_new_tokens: int) -> Tensor:
+        """`(B, T)` prompt ids (no padding) -> `(B, T + max_new_tokens)` ids, greedy.
+
+        Raises:
+            ValueError: if `input_ids` is not `(B, T)` ids, the result would not fit in `max_len`, or the batch size
+                differs from the first call's.
+        """
+        if not isinstance(input_ids, Tensor) or input_ids.ndim != 2 or input_ids.is_floating_point():
+            raise ValueError("input_ids must be a (B, T) tensor of token ids")
+        _check_size("max_new_tokens", max_new_tokens)
+        batch, prompt_len = input_ids.shape
+        total = prompt_len + max_new_tokens
+        if total > self.max_len:
+            raise ValueError(f"{prompt_len} prompt + {max_new_tokens} new tokens exceed max_len={self.max_len}; "
+                             "make a decoder with a larger max_len")
+        if self.batch not in (None, batch):
+            raise ValueError(f"this decoder's cache holds {self.batch} sequences, got {batch}; make a decoder per "
+                             "batch size")
+        self.batch = batch
+        self.cache.reset()
+        positions = torch.arange(total, device=input_ids.device)
+        out = torch.empty(batch, total, dtype=input_ids.dtype, device=input_ids.device)
+        out[:, :prompt_len] = input_ids
+        next_ids = self._forward(input_ids, positions[:prompt_len])  # (B, 1)
+        out[:, prompt_len] = next_ids[:, 0]
+        for t in range(prompt_len + 1, total):
+            if self.compiled:
+                torch.compiler.cudagraph_mark_step_begin()  # the previous replay's outputs may be overwritten now
+            next_ids = self._step(next_ids, positions[t - 1:t]).clone()  # clone: outlive the next replay
+            out[:, t] = next_ids[:, 0]
+        return out
 
 
 def measure_bandwidth(device: torch.device | str, *, nbytes: int = 2**28, repeats: int = 5) -> float:

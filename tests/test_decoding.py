@@ -12,6 +12,7 @@ import torch
 from lab_utils import generation
 from lab_utils.decoding import (
     Roofline,
+    StaticGreedyDecoder,
     best_time,
     cache_nbytes,
     decode_roofline,
@@ -105,3 +106,39 @@ def test_bad_loop_inputs(tiny_llama):
         greedy_step_times(tiny_llama, PROMPT[0], max_new_tokens=1)
     with pytest.raises(ValueError, match="takes no KV cache"):
         greedy_step_times(torch.nn.Linear(2, 2), PROMPT, max_new_tokens=1)
+
+
+def test_static_decoder_gives_the_dynamic_loops_tokens_and_can_be_reused(tiny_llama):
+    reference, _, _ = greedy_step_times(tiny_llama, PROMPT, max_new_tokens=12)
+    decode = StaticGreedyDecoder(tiny_llama, max_len=6 + 12)
+    assert not decode.compiled  # CUDA graphs need a GPU: the same step runs eagerly on the CPU
+    assert torch.equal(decode(PROMPT, max_new_tokens=12), reference)
+    assert torch.equal(decode(PROMPT, max_new_tokens=5), reference[:, :6 + 5])  # the cache is reset per call
+    assert torch.equal(decode(PROMPT, max_new_tokens=12), reference)
+    single = StaticGreedyDecoder(tiny_llama, max_len=6 + 12)
+    assert torch.equal(single(PROMPT[1:], max_new_tokens=12), reference[1:])
+
+
+def test_static_decoder_is_not_vacuous(tiny_llama):
+    decode = StaticGreedyDecoder(tiny_llama, max_len=20)
+    out = decode(PROMPT, max_new_tokens=8)
+    other = decode(torch.tensor([[1, 60, 61, 62, 63, 59], [1, 2, 3, 4, 5, 6]]), max_new_tokens=8)
+    assert not torch.equal(out[:, 6:], other[:, 6:])  # the new tokens depend on the prompt
+    assert decode.cache.get_seq_length() > 0  # the static cache is what the steps read
+
+
+def test_static_decoder_refuses_bad_inputs(tiny_llama):
+    decode = StaticGreedyDecoder(tiny_llama, max_len=10)
+    with pytest.raises(ValueError, match="exceed max_len=10"):
+        decode(PROMPT, max_new_tokens=5)
+    with pytest.raises(ValueError, match="max_new_tokens must be >= 1"):
+        decode(PROMPT, max_new_tokens=0)
+    with pytest.raises(ValueError, match=r"\(B, T\) tensor"):
+        decode(PROMPT[0], max_new_tokens=1)
+    decode(PROMPT, max_new_tokens=1)
+    with pytest.raises(ValueError, match="holds 2 sequences, got 1"):
+        decode(PROMPT[:1], max_new_tokens=1)
+    with pytest.raises(ValueError, match="max_len must be >= 1"):
+        StaticGreedyDecoder(tiny_llama, max_len=0)
+    with pytest.raises(ValueError, match="takes no KV cache"):
+        StaticGreedyDecoder(torch.nn.Linear(2, 2), max_len=4)
