@@ -49,6 +49,11 @@ def test_execute_stamps_and_detects_staleness(tmp_path):
     assert "42" in "".join(nb["cells"][2]["outputs"][0]["text"])
     banner = provenance.format_banner(stamp)
     assert stamp["device"] in banner and "\n" not in banner
+    import torch
+
+    assert stamp["gpu_count"] == torch.cuda.device_count()  # the GPUs the run could see
+    assert provenance.format_banner({**stamp, "gpu_count": 2}).startswith(f"Outputs from a {stamp['profile']}-profile "
+                                                                          f"run on 2 x {stamp['device']}")
 
     nb["cells"][2]["source"] = "print(6 * 9)"  # edited after the run
     assert any("changed since" in r for r in provenance.stale_reasons(nb))

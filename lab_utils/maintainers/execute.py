@@ -26,6 +26,7 @@ import json as _json, torch as _torch, lab_utils.profile as _profile
 _info = _profile.environment()
 _info["profile"] = _profile.current().name
 _info["peak_gpu_mem_mib"] = _torch.cuda.max_memory_allocated() / 2**20 if _torch.cuda.is_available() else None
+_info["gpu_count"] = _torch.cuda.device_count()
 print("{PROBE_TAG}" + _json.dumps(_info))
 """
 
@@ -79,6 +80,7 @@ def execute_notebook(path: Path, timeout: int = 1800, kernel_name: str = "python
         "executed_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "wall_time_s": round(wall, 1),
         "peak_gpu_mem_mib": None if info["peak_gpu_mem_mib"] is None else round(info["peak_gpu_mem_mib"], 1),
+        "gpu_count": info["gpu_count"],  # the GPUs the run could see (a multi-GPU page launches processes on them)
         "code_sha256": code_hash(nb),
         "lab_utils_sha256": lab_utils_sha256,
         "lock_sha256": lock_sha256,

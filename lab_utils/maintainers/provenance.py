@@ -158,7 +158,9 @@ def format_banner(stamp: dict) -> str:
     """One line for the top of a built page, e.g.
     ``Outputs from a gpu-profile run on NVIDIA H200 · 2026-11-28 · 61 s · peak GPU memory 1.2 GiB · torch 2.11``.
     """
-    parts = [f"Outputs from a {stamp['profile']}-profile run on {stamp['device']}",
+    gpus = stamp.get("gpu_count") or 0
+    device = f"{gpus} x {stamp['device']}" if gpus > 1 else stamp["device"]
+    parts = [f"Outputs from a {stamp['profile']}-profile run on {device}",
              stamp["executed_at"][:10], f"{stamp['wall_time_s']:.0f} s"]
     if stamp.get("peak_gpu_mem_mib") is not None:
         parts.append(f"peak GPU memory {stamp['peak_gpu_mem_mib'] / 1024:.2f} GiB")
