@@ -10,7 +10,7 @@ from myst_nb import glue as myst_glue
 from myst_nb.ext.glue import GLUE_PREFIX as MYST_GLUE_PREFIX
 from traitlets.config import Config
 
-from lab_utils.glue import GLUE_PREFIX, glue
+from lab_utils.glue import GLUE_PREFIX, glue, read_glue
 
 
 class Rich:
@@ -84,3 +84,24 @@ def test_numpy_scalars_are_glued_as_python_numbers(published, value):
     assert text == repr(value.item()) and "np." not in text
     if not isinstance(value, np.bool_):
         assert float(text) == pytest.approx(float(value))
+
+
+def test_read_glue_gets_back_what_a_notebook_glued(published, tmp_path):
+    import json
+
+    for name, value in [("acc", 0.914), ("n", 2116), ("label", "full fine-tuning"), ("table", Rich())]:
+        glue(name, value)
+    outputs = [{"output_type": "display_data", "data": data, "metadata": meta} for data, meta in published]
+    path = tmp_path / "page.ipynb"
+    path.write_text(json.dumps({"cells": [{"cell_type": "markdown", "source": "x"},
+                                          {"cell_type": "code", "source": "", "outputs": outputs}]}))
+    assert read_glue(path) == {"acc": 0.914, "n": 2116, "label": "full fine-tuning"}  # Rich() is only a repr
+    with pytest.raises(FileNotFoundError, match="no notebook"):
+        read_glue(tmp_path / "missing.ipynb")
+
+
+def test_read_glue_on_a_committed_page():
+    from pathlib import Path
+
+    values = read_glue(Path(__file__).parents[1] / "chapters/03_peft/comparison.ipynb")
+    assert 0.5 < values["ft_test"] <= 1 and values["n_test"] > 100  # the page the in-context page quotes
