@@ -3,10 +3,14 @@
 The same record as ``myst_nb.glue`` (the book's own), written out so that a notebook needs no Sphinx on Colab:
 the value's display data under the ``application/papermill.record/`` prefix, with ``metadata["scrapbook"]``
 naming it. In the prose, ``{glue:text}`name:.1f` `` formats a number; the value is hidden from the cell output.
+``read_glue`` reads the values back from a saved notebook, so that one page can quote another's results.
 """
 
 from __future__ import annotations
 
+import ast
+import json
+from pathlib import Path
 from typing import Any
 
 GLUE_PREFIX = "application/papermill.record/"  # myst_nb.ext.glue.GLUE_PREFIX
@@ -35,3 +39,28 @@ def glue(name: str, value: Any, display: bool = False) -> None:
     prefix = "" if display else GLUE_PREFIX
     metadata["scrapbook"] = {"name": name, "mime_prefix": prefix}
     ipy_display({prefix + k: v for k, v in bundle.items()}, raw=True, metadata=metadata)
+
+
+def read_glue(path: str | Path) -> dict[str, Any]:
+    """Name -> value of everything glued in a saved notebook's outputs whose text is a Python literal.
+
+    Numbers, strings, lists and dicts come back as Python objects; values shown only as a repr (a DataFrame, a
+    figure) are left out.
+
+    Raises:
+        FileNotFoundError: if there is no notebook at `path`.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no notebook at {path}")
+    values = {}
+    for cell in json.loads(path.read_text(encoding="utf-8"))["cells"]:
+        for out in cell.get("outputs", []):
+            name = out.get("metadata", {}).get("scrapbook", {}).get("name")
+            text = out.get("data", {}).get(GLUE_PREFIX + "text/plain")
+            if name and text:
+                try:
+                    values[name] = ast.literal_eval("".join(text))
+                except (ValueError, SyntaxError):
+                    pass
+    return values
