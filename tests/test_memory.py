@@ -9,6 +9,7 @@ from torch import nn
 from transformers import BertConfig, BertForSequenceClassification, LlamaConfig, LlamaForCausalLM
 
 from lab_utils import memory
+from lab_utils.memory.calculator import SHARDING_STAGES, shard_numel
 from lab_utils.objectives import model_loss
 
 B, S = 2, 16  # batch and sequence length of the tiny models' batches
@@ -318,3 +319,91 @@ def test_count_parameters_counts_packed_4bit_weights_as_weights():
     assert memory.count_parameters(layer, trainable_only=True) == 32  # the bias
     estimate = memory.estimate_model_training_memory(layer)
     assert estimate.weights == 64 * 32 // 2 + 32 * 4  # bytes as stored: packed 4-bit weight + fp32 bias
+
+
+# ------------------------------------------------------------------------ world size and ZeRO sharding stages
+def test_world_size_one_and_none_change_nothing():
+    base = memory.estimate_training_memory(1001, n_trainable=501, optimizer="adamw", activations=9)
+    for stage in SHARDING_STAGES:
+        assert memory.estimate_training_memory(1001, n_trainable=501, optimizer="adamw", activations=9,
+                                               world_size=1, sharding=stage) == base
+    for world in (2, 3, 8):  # DDP: every rank holds a full copy of everything
+        assert memory.estimate_training_memory(1001, n_trainable=501, optimizer="adamw", activations=9,
+                                               world_size=world) == base
+
+
+@pytest.mark.parametrize("world", [2, 3, 4, 8])
+def test_stages_shard_state_then_gradients_then_weights(world):
+    n = 1_000_003  # prime: no world size divides it, so ceil matters
+    full = memory.estimate_training_memory(n, optimizer="adamw")
+    piece = -(-n // world)  # ceil(n / world): the largest of the world pieces
+    est = {s: memory.estimate_training_memory(n, optimizer="adamw", world_size=world, sharding=s)
+           for s in SHARDING_STAGES}
+    assert (est["zero1"].weights, est["zero1"].gradients, est["zero1"].optimizer_state) == (
+        full.weights, full.gradients, 8 * piece)
+    assert (est["zero2"].weights, est["zero2"].gradients, est["zero2"].optimizer_state) == (
+        full.weights, 4 * piece, 8 * piece)
+    assert (est["zero3"].weights, est["zero3"].gradients, est["zero3"].optimizer_state) == (
+        4 * piece, 4 * piece, 8 * piece)
+    assert 4 * piece * world >= 4 * n > 4 * (piece - 1) * world  # the pieces cover n, one element of slack at most
+    assert est["none"].total > est["zero1"].total > est["zero2"].total > est["zero3"].total
+
+
+def test_sharding_trainable_subset_bf16_and_activations_not_divided():
+    e = memory.estimate_training_memory(1000, n_trainable=10, dtype="bf16", activations=7, world_size=4,
+                                        sharding="zero3")
+    assert (e.weights, e.gradients, e.optimizer_state, e.activations) == (2 * 250, 2 * 3, 4 * 2 * 3, 7)
+    assert memory.estimate_training_memory(10, world_size=16, sharding="zero3").weights == 4  # one element each
+
+
+def test_shard_numel_is_torch_chunk():
+    for numel in (0, 1, 5, 7, 12, 49_152):
+        for world in (1, 2, 3, 4, 5, 8):
+            chunks = torch.arange(numel).chunk(world) if numel else ()
+            sizes = [c.numel() for c in chunks] + [0] * (world - len(chunks))
+            assert [shard_numel(numel, world, r) for r in range(world)] == sizes, (numel, world)
+
+
+def test_model_estimate_shards_each_tensor_by_rows_as_fsdp():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(5, 7), nn.Linear(7, 3), nn.LayerNorm(3))  # odd first dims: uneven shards
+    model[2].requires_grad_(False)
+    params = list(model.parameters())
+    for world in (1, 2, 3):
+        for rank in range(world):
+            def rows(p, w=world, r=rank):  # what FSDP2 keeps of p on rank r: its torch.chunk along dim 0
+                chunks = p.detach().chunk(w)
+                return chunks[r].numel() if r < len(chunks) else 0
+
+            est = memory.estimate_model_training_memory(model, optimizer="adamw", world_size=world,
+                                                        sharding="zero3", rank=rank)
+            assert est.weights == 4 * sum(rows(p) for p in params)
+            assert est.gradients == 4 * sum(rows(p) for p in params if p.requires_grad)
+            assert est.optimizer_state == 2 * est.gradients
+            zero1 = memory.estimate_model_training_memory(model, optimizer="adamw", world_size=world,
+                                                          sharding="zero1", rank=rank)
+            assert zero1.weights == 4 * sum(p.numel() for p in params) and zero1.optimizer_state == est.optimizer_state
+    total = sum(memory.estimate_model_training_memory(model, world_size=3, sharding="zero3", rank=r).weights
+                for r in range(3))
+    assert total == memory.parameter_bytes(model)  # the shards add up to the model, nothing lost or doubled
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    (dict(world_size=0), ValueError, "world_size must be >= 1"),
+    (dict(world_size=-2, sharding="zero3"), ValueError, "world_size must be >= 1"),
+    (dict(world_size=2.0), TypeError, "world_size must be an int"),
+    (dict(world_size=True), TypeError, "world_size must be an int"),
+    (dict(world_size=2, sharding="fsdp"), ValueError, r"unknown sharding 'fsdp'.*'none', 'zero1'"),
+    (dict(world_size=2, sharding=3), ValueError, "unknown sharding"),
+])
+def test_sharding_rejects_bad_inputs(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        memory.estimate_training_memory(100, **kwargs)
+    with pytest.raises(error, match=match):
+        memory.estimate_model_training_memory(nn.Linear(2, 2), **kwargs)
+
+
+def test_shard_numel_rejects_bad_rank():
+    for rank in (-1, 2, 1.0):
+        with pytest.raises(ValueError, match="rank must be an int in"):
+            shard_numel(10, 2, rank)
