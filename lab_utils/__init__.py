@@ -29,12 +29,21 @@ What students read and call, by chapter:
   ``training``'s ``autocast_dtype`` and ``grad_scaler`` (mixed precision); ``checks.formats``, ``checks.quant``,
   ``checks.gptq``, ``checks.qlora``; ``widgets.formats``.
   Chapter 3's comparison also uses ``checks.selection`` (choosing a method on validation);
-- 05 Efficient attention: ``kv_cache`` (the tiny decoder's KV cache and its size; ``attention`` and ``models`` take
-  it, and grouped KV heads, as arguments), ``decoding`` (timed greedy decoding, bandwidth and matmul rate, the
-  roofline), ``gqa`` (a transformers Llama's cache size, mean-pooling its KV heads), ``masks``' sliding, dilated,
-  global, random-block and sink masks with ``receptive_field`` and ``sparse_attention`` (banded attention, windowed
-  perplexity), ``linear_attention`` (parallel, causal and recurrent forms); ``checks.decoding``, ``checks.kv_cache``,
-  ``checks.sparse``, ``checks.linear_attention``; ``widgets.receptive_field``.
+- 05 Efficient attention: ``kv_cache`` (the tiny decoder's KV cache and its size; ``attention`` and ``models`` take it,
+  and grouped KV heads, as arguments), ``decoding`` (timed greedy decoding, bandwidth and matmul rate, the roofline,
+  ``StaticGreedyDecoder``: a static cache whose step is one CUDA graph), ``gqa`` (a transformers Llama's cache size,
+  mean-pooling its KV heads), ``masks``' sliding, dilated, global, random-block and sink masks with ``receptive_field``
+  and ``sparse_attention`` (banded attention, windowed perplexity), ``linear_attention`` (parallel, causal and recurrent
+  forms); ``checks.decoding``, ``checks.kv_cache``, ``checks.sparse``, ``checks.linear_attention``;
+  ``widgets.receptive_field``;
+- 06 Adapting without training: ``prompting`` (few-shot prompts, drawing shots, label-word scoring with a shared-prefix
+  KV cache; after ``generation``), ``word_problems`` (arithmetic word problems and reading answers; standard library
+  only); ``checks.prompting``;
+- 07 The LoRA lab: ``lab`` (the bench's batches as ``Trainer`` examples, Trainer's evaluation table) with ``lora``,
+  ``adapters`` and ``adaptation``; ``checks.lab``;
+- 08 When one GPU is not enough: ``memory``'s world size and sharding stage, ``distributed`` (``launcher``: torchrun
+  from a notebook; ``engines``: DDP, ZeRO-1, FSDP stages 2 and 3, and the bytes each rank holds; ``train``: the
+  script every rank runs); ``checks.distributed``.
 
 What maintainers run: ``maintainers`` (``execute`` and ``provenance``: executing notebooks and stamping them;
 ``book``: the Sphinx extension; ``student``: student editions). Notebooks never import it.
