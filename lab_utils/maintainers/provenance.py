@@ -162,7 +162,7 @@ def format_banner(stamp: dict) -> str:
     device = f"{gpus} x {stamp['device']}" if gpus > 1 else stamp["device"]
     parts = [f"Outputs from a {stamp['profile']}-profile run on {device}",
              stamp["executed_at"][:10], f"{stamp['wall_time_s']:.0f} s"]
-    if stamp.get("peak_gpu_mem_mib") is not None:
+    if stamp.get("peak_gpu_mem_mib"):  # None on a CPU run; 0 when the GPU work ran in launched processes
         parts.append(f"peak GPU memory {stamp['peak_gpu_mem_mib'] / 1024:.2f} GiB")
     versions = stamp.get("versions", {})
     parts += [f"{k} {v}" for k, v in versions.items() if v != "missing"]
