@@ -196,3 +196,30 @@ def test_held_bytes_without_an_engine_match_lab_utils_memory():
     assert distributed.held_gradient_bytes(model) == memory.gradient_bytes(model) == 4 * n
     assert distributed.held_optimizer_state_bytes(opt) == memory.optimizer_state_bytes(opt) == 8 * n
     assert distributed.local_nbytes(torch.zeros(3, 5, dtype=torch.bfloat16)) == 30
+
+
+def test_lora_under_ddp_communicates_and_stores_the_adapters_only():
+    # Only LoRA trains: DDP registers, all-reduces and the optimizer keeps state for the adapters alone.
+    r = 4
+    result = distributed.run_training(nproc=2, engines=("ddp",), model="tiny", data="random", global_batch=4,
+                                      seq_len=8, steps=2, lr=1e-3, lora_rank=r, timeout=300)
+    head_dim = TINY["hidden_size"] // TINY["num_attention_heads"]
+    q = r * (TINY["hidden_size"] + TINY["hidden_size"])  # A: r x d_in, B: d_out x r
+    v = r * (TINY["hidden_size"] + TINY["num_key_value_heads"] * head_dim)
+    n_trainable = TINY["num_hidden_layers"] * (q + v)
+    assert result["n_trainable"] == n_trainable and result["lora_rank"] == r
+    assert result["n_params"] == sum(p.numel() for p in build_model("tiny").parameters()) + n_trainable
+    for rank in result["engines"]["ddp"]["ranks"]:
+        assert rank["gradients"] == 4 * n_trainable  # float32 gradients of the adapters only
+        assert rank["optimizer_state"] == 8 * n_trainable  # AdamW's two moments of the adapters only
+    assert distributed.communication_bytes(n_trainable, 2, "ddp") == 4 * n_trainable  # 2 x 1/2 x 4 bytes
+
+
+def test_lora_runs_refuse_sharding_engines():
+    from lab_utils.distributed.train import _parse
+
+    with pytest.raises(SystemExit):
+        _parse(["--out", "x.json", "--engines", "zero2", "--lora-rank", "4"])
+    with pytest.raises(SystemExit):
+        _parse(["--out", "x.json", "--lora-rank", "-1"])
+    assert _parse(["--out", "x.json", "--engines", "local,ddp", "--lora-rank", "4"]).lora_rank == 4

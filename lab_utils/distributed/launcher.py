@@ -75,11 +75,12 @@ def launch(module: str, args: list[str], *, nproc: int, timeout: float | None = 
 def run_training(*, nproc: int, device: str = "cpu", engines: tuple[str, ...] | list[str] = ("ddp",),
                  model: str = "tiny", global_batch: int = 8, seq_len: int = 32, steps: int = 6, lr: float = 1e-3,
                  autocast: str = "none", seed: int = 0, data: str = "tweets", save_weights: str | Path | None = None,
-                 timeout: float | None = 600) -> dict:
+                 lora_rank: int = 0, timeout: float | None = 600) -> dict:
     """Launch :mod:`lab_utils.distributed.train` on ``nproc`` ranks and return what it measured.
 
     Arguments are the script's options (``python -m lab_utils.distributed.train --help``). ``device="cuda"``: one GPU
-    per rank and NCCL (see :func:`plan`); ``"cpu"``: gloo processes on the CPU.
+    per rank and NCCL (see :func:`plan`); ``"cpu"``: gloo processes on the CPU. ``lora_rank > 0`` freezes the model
+    and trains LoRA on its attention's query and value projections ("local" and "ddp" engines only).
 
     Returns:
         The script's JSON as a dict: ``world_size``, ``backend``, ``n_params``, ... and ``engines``: for each engine
@@ -94,7 +95,8 @@ def run_training(*, nproc: int, device: str = "cpu", engines: tuple[str, ...] | 
         out = Path(tmp) / "results.json"
         args = ["--out", str(out), "--device", device, "--model", model, "--engines", ",".join(engines),
                 "--global-batch", str(global_batch), "--seq-len", str(seq_len), "--steps", str(steps),
-                "--lr", str(lr), "--autocast", autocast, "--seed", str(seed), "--data", data]
+                "--lr", str(lr), "--autocast", autocast, "--seed", str(seed), "--data", data,
+                "--lora-rank", str(lora_rank)]
         if save_weights is not None:
             args += ["--save-weights", str(save_weights)]
         launch("lab_utils.distributed.train", args, nproc=nproc, timeout=timeout)

@@ -33,6 +33,7 @@ from lab_utils.distributed.engines import (
     held_parameter_bytes,
     wrap,
 )
+from lab_utils.lora import inject_lora
 from lab_utils.profile import GPU_MEMORY_CAP_GIB
 
 __all__ = ["DATA", "MODELS", "VOCAB_SIZE", "build_model", "lm_blocks", "main", "run_engine"]
@@ -174,11 +175,17 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data", choices=DATA, default="tweets")
     parser.add_argument("--save-weights", default=None, help="where rank 0 saves the weights after 'ddp'")
+    parser.add_argument("--lora-rank", type=int, default=0,
+                        help="> 0: freeze the model, train LoRA of this rank (alpha = 2 x rank) on q_proj and v_proj")
     args = parser.parse_args(argv)
     args.engines = args.engines.split(",")
     unknown = [e for e in args.engines if e not in ENGINES]
     if unknown:
         parser.error(f"unknown engines {unknown}; choose from {ENGINES}")
+    if args.lora_rank < 0:
+        parser.error(f"--lora-rank must be >= 0, got {args.lora_rank}")
+    if args.lora_rank and not set(args.engines) <= {"local", "ddp"}:
+        parser.error("--lora-rank runs under 'local' and 'ddp' only")
     return args
 
 
@@ -200,9 +207,14 @@ def main(argv: list[str] | None = None) -> None:
         blocks = lm_blocks(args.steps * args.global_batch, args.seq_len, seed=args.seed, data=args.data)
         batches = blocks.view(args.steps, args.global_batch, args.seq_len)
         template = build_model(args.model, seed=args.seed)
+        if args.lora_rank:  # only the adapters train: DDP all-reduces their gradients alone
+            inject_lora(template, ("q_proj", "v_proj"), r=args.lora_rank, lora_alpha=2 * args.lora_rank,
+                        trainable=())
         autocast = {"none": None, "bf16": torch.bfloat16}[args.autocast]
         results = {"world_size": world, "backend": dist.get_backend(), "device": device.type,
                    "model": args.model, "n_params": sum(p.numel() for p in template.parameters()),
+                   "n_trainable": sum(p.numel() for p in template.parameters() if p.requires_grad),
+                   "lora_rank": args.lora_rank,
                    "largest_param": max(p.numel() for p in template.parameters()),
                    "global_batch": args.global_batch, "seq_len": args.seq_len, "steps": args.steps,
                    "autocast": args.autocast, "data": args.data, "engines": {}}
